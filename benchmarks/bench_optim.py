@@ -1,0 +1,170 @@
+"""Per-step time of our optimizers against optax's, side by side.
+
+For each optimizer and parameter tree, both sides run the same jitted step
+
+    params, state = step(params, state, grads)   # update + apply_updates
+
+with ``params`` and ``state`` donated (without donation every call
+page-faults fresh output buffers and runs at a fraction of the bandwidth).
+Time is *pipelined*: ``--steps`` calls back to back, one wait at the end,
+divided by ``--steps``. Rounds alternate which side goes first; the table
+gives the median over rounds. The effective bandwidth counts the bytes each
+rule must move per parameter (adam: read w, g, m, v and write w, m, v = 28 B)
+and is compared with a donated ``x + 1`` over the same tree (8 B/param),
+measured in the same run.
+
+    python benchmarks/bench_optim.py            # full table (about a minute)
+    python benchmarks/bench_optim.py --quick    # smaller trees, fewer rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from functional_nn import optim
+
+# Bytes that must move per float32 parameter: (reads + writes) x 4 B.
+BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "rmsprop": 20, "adam": 28, "adamw": 28}
+
+OPTIMIZERS: dict[str, tuple[Callable, Callable]] = {
+    "sgd": (lambda: optim.sgd(1e-3), lambda: optax.sgd(1e-3)),
+    "momentum": (lambda: optim.momentum(1e-3, 0.9), lambda: optax.sgd(1e-3, momentum=0.9)),
+    "rmsprop": (lambda: optim.rmsprop(1e-3), lambda: optax.rmsprop(1e-3)),
+    "adam": (lambda: optim.adam(1e-3), lambda: optax.adam(1e-3)),
+    "adamw": (lambda: optim.adamw(1e-3), lambda: optax.adamw(1e-3)),
+}
+
+
+def make_tree(total: int, leaves: int, seed: int = 0) -> dict:
+    """A dict of ``leaves`` float32 vectors holding ``total`` parameters in all."""
+    sizes = [total // leaves] * leaves
+    sizes[-1] += total - sum(sizes)
+    keys = jax.random.split(jax.random.PRNGKey(seed), leaves)
+    return {f"w{i:03d}": jax.random.normal(k, (n,), jnp.float32) for i, (k, n) in enumerate(zip(keys, sizes))}
+
+
+def make_step(opt: optax.GradientTransformation):
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+class Runner:
+    """A compiled step with its own donated params and state."""
+
+    def __init__(self, opt, params, grads):
+        self.step = make_step(opt)
+        self.params = jax.tree.map(jnp.copy, params)
+        self.state = opt.init(self.params)
+        self.grads = grads
+        self.run(2)  # compile and warm up
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        params, state = self.params, self.state
+        for _ in range(steps):
+            params, state = self.step(params, state, self.grads)
+        jax.block_until_ready((params, state))
+        self.params, self.state = params, state
+        return (time.perf_counter() - start) / steps
+
+
+class CopyRunner(Runner):
+    """A donated ``x + 1`` over the tree: 8 B/param, the bandwidth reference."""
+
+    def __init__(self, params):
+        self.step = jax.jit(lambda p: jax.tree.map(lambda x: x + 1.0, p), donate_argnums=0)
+        self.params = jax.tree.map(jnp.copy, params)
+        self.run(2)
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        params = self.params
+        for _ in range(steps):
+            params = self.step(params)
+        jax.block_until_ready(params)
+        self.params = params
+        return (time.perf_counter() - start) / steps
+
+
+def median_times(runners: list[Runner], rounds: int, steps: int) -> list[float]:
+    """Median per-step time of each runner, rotating who goes first each round."""
+    times: list[list[float]] = [[] for _ in runners]
+    for r in range(rounds):
+        order = list(range(len(runners)))
+        order = order[r % len(order):] + order[: r % len(order)]
+        for i in order:
+            times[i].append(runners[i].run(steps))
+    return [statistics.median(t) for t in times]
+
+
+def benchmark_tree(total: int, leaves: int, names: list[str], rounds: int, steps: int) -> list[dict]:
+    params = make_tree(total, leaves)
+    grads = make_tree(total, leaves, seed=1)
+    (copy_time,) = median_times([CopyRunner(params)], rounds, steps)
+    copy_bandwidth = 8 * total / copy_time
+    rows = []
+    for name in names:
+        ours_factory, optax_factory = OPTIMIZERS[name]
+        ours = Runner(ours_factory(), params, grads)
+        reference = Runner(optax_factory(), params, grads)
+        ours_time, optax_time = median_times([ours, reference], rounds, steps)
+        bandwidth = BYTES_PER_PARAM[name] * total / ours_time
+        rows.append(dict(
+            optimizer=name, params=total, leaves=leaves, optax_ms=optax_time * 1e3,
+            ours_ms=ours_time * 1e3, ratio=ours_time / optax_time,
+            bandwidth=bandwidth / 1e9, copy_bandwidth=copy_bandwidth / 1e9,
+            fraction=bandwidth / copy_bandwidth))
+        del ours, reference
+    return rows
+
+
+def format_params(total: int) -> str:
+    return f"{total / 1e6:g}M"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| optimizer | params | leaves | optax ms/step | ours ms/step | ours/optax | ours GB/s (B/param) | donated copy GB/s | % of copy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['optimizer']} | {format_params(row['params'])} | {row['leaves']} "
+            f"| {row['optax_ms']:.3f} | {row['ours_ms']:.3f} | {row['ratio']:.3f} "
+            f"| {row['bandwidth']:.1f} ({BYTES_PER_PARAM[row['optimizer']]}) "
+            f"| {row['copy_bandwidth']:.1f} | {100 * row['fraction']:.0f}% |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds per side (median taken)")
+    parser.add_argument("--steps", type=int, default=10, help="pipelined steps per round")
+    parser.add_argument("--quick", action="store_true", help="1M-parameter trees only, 5 rounds")
+    args = parser.parse_args()
+
+    trees = [(1_000_000, 20), (10_000_000, 20), (1_000_000, 200)]
+    if args.quick:
+        trees, args.rounds = [(1_000_000, 20), (1_000_000, 200)], 5
+    rows = []
+    for total, leaves in trees:
+        rows += benchmark_tree(total, leaves, args.optimizers, args.rounds, args.steps)
+    device = jax.devices()[0]
+    print(f"# {device.platform} ({device.device_kind}), jax {jax.__version__}, optax {optax.__version__}, "
+          f"{args.rounds} rounds x {args.steps} pipelined steps, median per step\n")
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()

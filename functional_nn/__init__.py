@@ -1,0 +1,11 @@
+"""functional_nn: pure optimizers and layers for JAX, following the lecture notes.
+
+Subpackages:
+  optim   -- gradient transformations ``(init, update)`` in the optax style
+  layers  -- layers as ``(init, apply)`` pairs over parameter pytrees
+  losses  -- divergences and metrics
+  data    -- datasets, batching, augmentation
+  train   -- train state, compiled epochs, fit, checkpoints, grid search
+"""
+
+__version__ = "0.1.0"

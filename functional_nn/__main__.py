@@ -1,0 +1,195 @@
+"""Command line: ``python -m functional_nn {train,eval,search} CONFIG [--set k=v ...]``.
+
+``train`` writes ``runs/<name>/`` (or ``--out DIR``): ``config.yaml`` (the
+resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png``,
+``checkpoint.npz`` and ``summary.json`` (test metrics, best epoch, wall time).
+``--resume`` continues from that directory's checkpoint. ``eval`` evaluates a
+run's checkpoint on the test split; ``search`` runs the config's grid search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.npz"
+PLOT_FILE = "learning_curves.png"
+SUMMARY_FILE = "summary.json"
+RESUMABLE_KEYS = {("training", "epochs"), ("training", "progress")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="functional_nn", description="Train and evaluate functional_nn models from YAML configs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_common(sub):
+        sub.add_argument("config", help="YAML config file (see configs/)")
+        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (YAML syntax); repeatable")
+        sub.add_argument("--out", default=None, metavar="DIR", help="run directory (default: runs/<name> under the current directory)")
+
+    train = commands.add_parser("train", help="train a model")
+    add_common(train)
+    train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    progress = train.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint on the test split")
+    add_common(evaluate)
+    evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default: <run dir>/checkpoint.npz)")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+
+    search = commands.add_parser("search", help="grid search over the config's search section")
+    add_common(search)
+    return parser
+
+
+def run_directory(config, out: str | None) -> str:
+    return out if out is not None else os.path.join("runs", config.name)
+
+
+def _write_json(path: str, data: dict) -> None:
+    from functional_nn.train.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _check_resumed_config(config, directory: str) -> None:
+    """``--resume`` must continue the same experiment (only the epoch budget and progress may change)."""
+    from functional_nn.config import ConfigError, config_to_dict, load_config
+
+    saved_path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(saved_path):
+        return
+    saved, current = config_to_dict(load_config(saved_path)), config_to_dict(config)
+    differing = [
+        f"{section}.{key}"
+        for section in current
+        for key in (current[section] if isinstance(current[section], dict) else [None])
+        if (section, key) not in RESUMABLE_KEYS and _get(saved, section, key) != _get(current, section, key)
+    ]
+    if differing:
+        raise ConfigError(f"--resume: the config differs from {saved_path} at {', '.join(differing)}")
+
+
+def _get(raw: dict, section: str, key):
+    value = raw.get(section)
+    return value if key is None else (value or {}).get(key)
+
+
+def _experiment(config):
+    """Data, model, loss, optimizer and the freshly initialised train state."""
+    import jax
+
+    from functional_nn.config import build_data, build_loss, build_model, build_optimizer
+    from functional_nn.train import init_train_state
+
+    data = build_data(config.data)
+    model, loss, optimizer = build_model(config.model), build_loss(config.loss), build_optimizer(config.optimizer)
+    input_shape = (config.training.batch_size,) + tuple(data.train.x.shape[1:])
+    train_state = init_train_state(model, optimizer, jax.random.key(config.training.seed), input_shape)
+    return data, model, loss, optimizer, train_state
+
+
+def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
+    from functional_nn.config import build_augment, build_early_stopping, dump_config
+    from functional_nn.train import NonFiniteLossError, best_epoch, fit, make_evaluate, make_train_epoch
+    from functional_nn.train.checkpoint import atomic_write_bytes
+
+    if resume:
+        _check_resumed_config(config, directory)
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
+    data, model, loss, optimizer, train_state = _experiment(config)
+    training = config.training
+    augment = build_augment(training, data.image_shape)
+    epoch_fn = make_train_epoch(model, loss, optimizer, training.batch_size, augment=augment, unroll=training.unroll)
+    evaluate = make_evaluate(model, loss, chunk_size=training.eval_chunk_size)
+    checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
+    try:
+        train_state, history = fit(
+            train_state,
+            epoch_fn,
+            evaluate,
+            data.train,
+            data.val if len(data.val.x) else None,
+            epochs=training.epochs,
+            early_stopping=build_early_stopping(training),
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=training.checkpoint_every,
+            metrics_path=os.path.join(directory, METRICS_FILE),
+            resume=resume,
+            progress=training.progress if progress is None else progress,
+        )
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        _write_json(os.path.join(directory, SUMMARY_FILE), {"status": "non_finite_loss", "message": str(e), "epoch": e.epoch, "step": e.step})
+        return 1
+    test = {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
+    from functional_nn.train.plotting import plot_learning_curves
+
+    plot_learning_curves(history, os.path.join(directory, PLOT_FILE), title=config.name)
+    best = best_epoch(history)
+    at_best = next((r for r in history if r["epoch"] == best), history[-1] if history else {})
+    summary = {
+        "name": config.name,
+        "status": "ok",
+        **test,
+        "best_epoch": best,
+        "epochs_run": len(history),
+        "stopped_early": len(history) < training.epochs,
+        **{f"best_{k}": v for k, v in at_best.items() if k.startswith(("train_", "val_"))},
+        "wall_time_s": time.perf_counter() - started,
+    }
+    _write_json(os.path.join(directory, SUMMARY_FILE), summary)
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    print(json.dumps(shown))
+    return 0
+
+
+def eval_command(config, directory: str, *, checkpoint: str | None, split: str) -> int:
+    from functional_nn.train import load_training_checkpoint, make_evaluate, restore_best
+
+    data, model, loss, _, train_state = _experiment(config)
+    loaded = load_training_checkpoint(checkpoint or os.path.join(directory, CHECKPOINT_FILE), train_state)
+    train_state = restore_best(loaded.early_stopping, loaded.train_state)
+    evaluate = make_evaluate(model, loss, chunk_size=config.training.eval_chunk_size)
+    xy = getattr(data, split)
+    metrics = {f"{split}_{k}": v for k, v in evaluate(train_state, xy.x, xy.y).items()}
+    print(json.dumps({"epoch": loaded.epoch, "best_epoch": loaded.early_stopping.best_epoch, **metrics}))
+    return 0
+
+
+def search_command(config, directory: str) -> int:
+    from functional_nn.train.grid_search import run_search
+
+    run_search(config, directory)
+    return 0
+
+
+def main(argv=None) -> int:
+    started = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    from functional_nn.config import ConfigError, load_config
+    from functional_nn.train import CheckpointError
+
+    try:
+        config = load_config(args.config, args.overrides)
+        directory = run_directory(config, args.out)
+        if args.command == "train":
+            return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
+        if args.command == "eval":
+            return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
+        return search_command(config, directory)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Validation of hyperparameters, shared by optimizers, layers and configs.
+
+A hyperparameter may be a Python number, a concrete array, a schedule
+(a callable ``step -> value``) or a traced JAX value (an optimizer built
+inside ``jax.jit``/``jax.vmap``). Only concrete values can be checked; the
+helpers here skip ``None``, callables and tracers, and otherwise raise a
+``ValueError`` that names the argument, the value and the accepted range::
+
+    learning_rate=-0.1: must be in [0, inf)
+
+Every ``check_*`` helper returns the value unchanged, so it can be used
+inline: ``lr = check_nonnegative("learning_rate", lr)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = [
+    "is_concrete",
+    "check_in_range",
+    "check_nonnegative",
+    "check_positive",
+    "check_unit_interval",
+    "check_less_equal",
+]
+
+
+def is_concrete(value: Any) -> bool:
+    """True when ``value`` is a number or array whose value is known now.
+
+    ``None``, schedules (callables) and JAX tracers are not concrete.
+    """
+    if value is None or callable(value):
+        return False
+    if isinstance(value, jax.core.Tracer):
+        return False
+    return True
+
+
+def _format_bound(bound: float) -> str:
+    if math.isinf(bound):
+        return "inf" if bound > 0 else "-inf"
+    return f"{bound:g}"
+
+
+def _range_text(low: float, high: float, low_inclusive: bool,
+                high_inclusive: bool) -> str:
+    opening = "[" if low_inclusive and not math.isinf(low) else "("
+    closing = "]" if high_inclusive and not math.isinf(high) else ")"
+    return f"{opening}{_format_bound(low)}, {_format_bound(high)}{closing}"
+
+
+def _format_value(value: Any) -> str:
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return repr(array.item())
+    return np.array2string(array, threshold=8)
+
+
+def _all_in_range(array: np.ndarray, low: float, high: float,
+                  low_inclusive: bool, high_inclusive: bool) -> bool:
+    above = array >= low if low_inclusive else array > low
+    below = array <= high if high_inclusive else array < high
+    # NaN fails both comparisons, so it is reported as out of range.
+    return bool(np.all(above & below))
+
+
+def check_in_range(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = False,
+) -> Any:
+    """Raise ``ValueError`` unless every element of a concrete ``value`` lies in
+    the interval from ``low`` to ``high`` (``[low, high)`` by default).
+
+    Non-concrete values (``None``, schedules, tracers) are returned unchecked.
+    """
+    if not is_concrete(value):
+        return value
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}={value!r}: must be a number") from error
+    if not _all_in_range(array, low, high, low_inclusive, high_inclusive):
+        interval = _range_text(low, high, low_inclusive, high_inclusive)
+        raise ValueError(
+            f"{name}={_format_value(value)}: must be in {interval}")
+    return value
+
+
+def check_nonnegative(name: str, value: Any) -> Any:
+    """``value`` in ``[0, inf)`` (a learning rate, an ε, a decay coefficient)."""
+    return check_in_range(name, value, 0.0, math.inf)
+
+
+def check_positive(name: str, value: Any) -> Any:
+    """``value`` in ``(0, inf)`` (a clipping norm, a step-size bound)."""
+    return check_in_range(name, value, 0.0, math.inf, low_inclusive=False)
+
+
+def check_unit_interval(name: str, value: Any) -> Any:
+    """``value`` in ``[0, 1)`` (an exponential decay rate such as β₁, γ, ρ)."""
+    return check_in_range(name, value, 0.0, 1.0)
+
+
+def check_less_equal(low_name: str, low_value: Any, high_name: str,
+                     high_value: Any) -> None:
+    """Raise ``ValueError`` unless ``low_value <= high_value`` (both concrete)."""
+    if not (is_concrete(low_value) and is_concrete(high_value)):
+        return
+    if not np.all(np.asarray(low_value) <= np.asarray(high_value)):
+        raise ValueError(
+            f"{low_name}={_format_value(low_value)}: must be in "
+            f"[0, {high_name}={_format_value(high_value)}]")

@@ -1,0 +1,77 @@
+"""Layers as ``(init, apply)`` pairs over parameter pytrees.
+
+    init(key, input_shape) -> (output_shape, params, state)
+    apply(params, state, x, *, train: bool, key=None) -> (y, new_state)
+
+``batchnorm`` and ``dropout`` are the layer constructors; their plain
+functions are attributes of them (``batchnorm.normalize``,
+``dropout.fold_into_dense``, ...) and are exported here too.
+"""
+
+from functional_nn.layers import batchnorm as _batchnorm_module
+from functional_nn.layers import dropout as _dropout_module
+from functional_nn.layers.base import Layer, serial, split_key
+from functional_nn.layers.core import (
+    INITIALIZERS,
+    Activation,
+    dense,
+    elementwise,
+    flatten,
+    gelu,
+    get_initializer,
+    identity,
+    linear,
+    log_softmax,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    tanh,
+)
+
+BatchNormState = _batchnorm_module.BatchNormState
+batchnorm = _batchnorm_module.batchnorm
+batch_statistics = _batchnorm_module.batch_statistics
+batch_normalize = _batchnorm_module.batch_normalize
+normalize = _batchnorm_module.normalize
+update_running_statistics = _batchnorm_module.update_running_statistics
+map_batchnorm_states = _batchnorm_module.map_batchnorm_states
+set_stats_mode = _batchnorm_module.set_stats_mode
+reset_statistics = _batchnorm_module.reset_statistics
+recompute_statistics = _batchnorm_module.recompute_statistics
+
+dropout = _dropout_module.dropout
+fold_into_dense = _dropout_module.fold_into_dense
+
+__all__ = [
+    "Layer",
+    "serial",
+    "split_key",
+    "dense",
+    "linear",
+    "INITIALIZERS",
+    "get_initializer",
+    "Activation",
+    "elementwise",
+    "identity",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "softplus",
+    "softmax",
+    "log_softmax",
+    "flatten",
+    "BatchNormState",
+    "batchnorm",
+    "batch_statistics",
+    "batch_normalize",
+    "normalize",
+    "update_running_statistics",
+    "map_batchnorm_states",
+    "set_stats_mode",
+    "reset_statistics",
+    "recompute_statistics",
+    "dropout",
+    "fold_into_dense",
+]

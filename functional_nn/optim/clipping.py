@@ -1,0 +1,89 @@
+"""Gradient clipping (the notes' "gradient clipping" trick).
+
+Three ways to bound an update ``g`` before it reaches the optimizer:
+element-wise (:func:`clip`), per leaf by its L2 norm (:func:`clip_by_norm`)
+and over the whole tree by the global L2 norm (:func:`clip_by_global_norm`).
+None of them divides by a zero norm: all-zero gradients come out as zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from functional_nn import _validation
+from functional_nn.optim import base
+from functional_nn.optim.base import GradientTransformation, cast_scalar
+
+__all__ = ["clip", "clip_by_norm", "clip_by_global_norm"]
+
+
+def clip(max_delta: Any) -> GradientTransformation:
+    r"""Clip each element to ``[-c, c]``: ``g ← max(-c, min(g, c))``.
+
+    Args:
+      max_delta: the bound ``c > 0``.
+    """
+    _validation.check_positive("max_delta", max_delta)
+    return base.stateless(lambda g: jnp.clip(g, -max_delta, max_delta))
+
+
+def _safe_sqrt(squared_norm: jax.Array) -> jax.Array:
+    """``√s``, with a finite (zero) derivative at ``s = 0`` instead of NaN."""
+    positive = squared_norm > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared_norm, 1)), 0)
+
+
+def _leaf_norm(g: jax.Array) -> jax.Array:
+    return _safe_sqrt(jnp.sum(g * g))
+
+
+def _clip_leaf_by_norm(g: jax.Array, max_norm: Any) -> jax.Array:
+    max_norm = cast_scalar(max_norm, g.dtype)
+    # max_norm / max(‖g‖, max_norm) is exactly 1 when ‖g‖ ≤ max_norm and never
+    # divides by zero (max_norm > 0).
+    return g * (max_norm / jnp.maximum(_leaf_norm(g), max_norm))
+
+
+def clip_by_norm(max_norm: Any) -> GradientTransformation:
+    r"""Rescale each leaf whose L2 norm exceeds ``c``:
+    ``g ← g · c / max(‖g‖₂, c)``.
+
+    Args:
+      max_norm: the bound ``c > 0`` on each leaf's norm.
+    """
+    _validation.check_positive("max_norm", max_norm)
+    return base.stateless(lambda g: _clip_leaf_by_norm(g, max_norm))
+
+
+def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
+    r"""Rescale the whole tree when its global L2 norm exceeds ``c``:
+
+    .. math:: g ← \begin{cases} g & ‖g‖ < c \\ (g / ‖g‖)\, c & \text{otherwise}
+              \end{cases}, \qquad ‖g‖ = \sqrt{\textstyle\sum_{\text{leaves}} ‖g_\ell‖^2}
+
+    The same values as ``optax.clip_by_global_norm``; the norm and the
+    division are guarded so that all-zero gradients give zeros, and
+    derivatives through this transformation (meta-gradients) stay finite.
+
+    Args:
+      max_norm: the bound ``c > 0`` on the global norm.
+    """
+    _validation.check_positive("max_norm", max_norm)
+
+    def update_fn(updates, state, params=None):
+        del params
+        global_norm = _safe_sqrt(optax.tree.norm(updates, squared=True))
+        keep = global_norm < max_norm
+        safe_norm = jnp.where(keep, jnp.ones_like(global_norm), global_norm)
+
+        def clip_leaf(g):
+            clipped = (g / safe_norm.astype(g.dtype)) * cast_scalar(max_norm, g.dtype)
+            return jnp.where(keep, g, clipped)
+
+        return jax.tree.map(clip_leaf, updates), state
+
+    return GradientTransformation(lambda params: base.EmptyState(), update_fn)

@@ -1,0 +1,92 @@
+"""L2 regularization, coupled (in the loss) and decoupled (weight decay).
+
+The notes regularize the loss:
+
+.. math:: L(W_1, …, W_K) = \\mathrm{Loss}(W_1, …, W_K) + \\tfrac12 λ \\sum_k ‖W_k‖_2^2
+
+whose gradient is ``∂Loss/∂W + λW``. Both transformations here add ``λ·w``
+to the update; they differ in *where* they sit in a chain:
+
+* :func:`add_l2_penalty` goes first, on the raw gradient, before any
+  rescaling (coupled L2): then every optimizer minimises exactly the notes'
+  regularized loss (for Adam this is "Adam + L2").
+* :func:`add_decayed_weights` goes after the rescaling (decoupled weight
+  decay, Loshchilov & Hutter): ``w ← w - η(u_k + λw)`` as in
+  :func:`~functional_nn.optim.adamw`. For SGD the two coincide.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import jax
+
+from functional_nn import _validation
+from functional_nn.optim import base
+from functional_nn.optim.base import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    ScheduleState,
+    cast_scalar,
+    increment_count,
+    value_at,
+    zero_count,
+)
+from functional_nn.optim.wrappers import masked
+
+__all__ = ["add_l2_penalty", "add_decayed_weights"]
+
+Mask = Optional[Union[Any, Callable[[Any], Any]]]
+
+
+def _is_constant_zero(coefficient: Any) -> bool:
+    return isinstance(coefficient, (int, float)) and coefficient == 0
+
+
+def _add_scaled_params(name: str, coefficient: ScalarOrSchedule, mask: Mask) -> GradientTransformation:
+    """``u ← u + λ·w`` with λ a number, an array or a schedule of the step."""
+    _validation.check_nonnegative(name, coefficient)
+
+    def init_fn(params):
+        del params
+        return ScheduleState(count=zero_count()) if callable(coefficient) else base.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(f"{name}: this transformation needs `params` in update(updates, state, params)")
+        new_state = ScheduleState(count=increment_count(state.count)) if callable(coefficient) else state
+        if _is_constant_zero(coefficient):
+            return updates, new_state
+        lam = value_at(coefficient, getattr(state, "count", None))
+        updates = jax.tree.map(
+            lambda g, w: g + cast_scalar(lam, g.dtype) * w, updates, params)
+        return updates, new_state
+
+    transformation = GradientTransformation(init_fn, update_fn)
+    return masked(transformation, mask) if mask is not None else transformation
+
+
+def add_l2_penalty(lam: ScalarOrSchedule = 0.0, mask: Mask = None) -> GradientTransformation:
+    r"""Coupled L2: add the gradient of ``½λ‖W‖²`` to the raw gradient,
+    ``g ← g + λ·w``. Put it first in a chain.
+
+    Args:
+      lam: λ ≥ 0 (a number, an array or a schedule of the step).
+      mask: a tree of booleans (or a function ``params -> tree``) marking the
+        leaves to regularize, e.g. :func:`~functional_nn.optim.mask_by_name`
+        to leave biases out.
+    """
+    return _add_scaled_params("lam", lam, mask)
+
+
+def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None) -> GradientTransformation:
+    r"""Decoupled weight decay: ``u ← u + λ·w`` applied to the optimizer's
+    rescaled direction, so that ``w ← w - η(u_k + λw)``. Put it just before
+    :func:`~functional_nn.optim.scale_by_learning_rate` (as in AdamW).
+
+    Args:
+      weight_decay: λ ≥ 0 (a number, an array or a schedule of the step).
+      mask: a tree of booleans (or a function ``params -> tree``) marking the
+        leaves to decay.
+    """
+    return _add_scaled_params("weight_decay", weight_decay, mask)

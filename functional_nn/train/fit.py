@@ -1,0 +1,178 @@
+"""``fit``: epochs, validation, early stopping, progress bar, metrics log, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from functional_nn.train.checkpoint import (
+    TrainingCheckpoint,
+    atomic_write_bytes,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from functional_nn.train.early_stopping import (
+    EarlyStopping,
+    EarlyStoppingState,
+    restore_best,
+    update_early_stopping,
+    validate_early_stopping,
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/Inf. ``epoch`` (1-based) and ``step`` (0-based
+    within the epoch; ``global_step`` counts from the start of training) name
+    where; the last good checkpoint, if any, is left as it was."""
+
+    def __init__(self, epoch: int, step: int, global_step: int, checkpoint_path: str | None, history: list):
+        self.epoch, self.step, self.global_step = epoch, step, global_step
+        self.checkpoint_path, self.history = checkpoint_path, history
+        where = f"the last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path else "no checkpoint was written"
+        super().__init__(
+            f"training loss became non-finite (NaN/Inf) at epoch {epoch}, step {step} of the epoch "
+            f"(global step {global_step}); stopped, {where}"
+        )
+
+
+def _default_log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _progress_bar(enabled: bool | None, epochs: int, start_epoch: int):
+    from tqdm import tqdm
+
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    return tqdm(total=epochs, initial=start_epoch, desc="epochs", unit="epoch", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _epoch_record(epoch: int, train_metrics: dict, val_metrics: dict | None, seconds: float) -> dict:
+    record = {"epoch": epoch}
+    record.update({f"train_{k}": float(v) for k, v in train_metrics.items() if k != "first_nonfinite_step"})
+    record.update({f"val_{k}": float(v) for k, v in (val_metrics or {}).items()})
+    record["epoch_time_s"] = seconds
+    return record
+
+
+def _postfix(record: dict) -> dict:
+    short = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+    return {label: f"{record[key]:.4g}" for key, label in short.items() if key in record}
+
+
+def write_metrics_lines(path: str, history: list) -> None:
+    """The whole history as JSON lines (one epoch per line), written atomically."""
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def _append_metrics_line(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _resume(checkpoint_path, train_state, history, stopping_state):
+    if checkpoint_path is None or not os.path.exists(checkpoint_path):
+        return train_state, 0, history, stopping_state
+    loaded = load_training_checkpoint(checkpoint_path, train_state)
+    return loaded.train_state, loaded.epoch, loaded.history, loaded.early_stopping
+
+
+def fit(
+    train_state,
+    epoch_fn: Callable,
+    evaluate_fn: Callable | None,
+    train,
+    val=None,
+    *,
+    epochs: int,
+    early_stopping: EarlyStopping | None = None,
+    checkpoint_path: str | None = None,
+    checkpoint_every: int = 1,
+    metrics_path: str | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+):
+    """Train for up to ``epochs`` epochs; returns ``(train_state, history)``.
+
+    ``epoch_fn(train_state, x, d) -> (train_state, metrics)`` is a (compiled)
+    epoch (see :func:`make_train_epoch`; it may donate its input state),
+    ``evaluate_fn(train_state, x, d) -> metrics`` evaluates on ``val`` after
+    every epoch (see :func:`make_evaluate`). ``train`` / ``val`` are
+    ``Split(x, y)``. ``history`` is a list with one dict per epoch
+    (``train_*``, ``val_*`` metrics, ``epoch_time_s``, ``is_best``), also
+    appended as JSON lines to ``metrics_path``.
+
+    Early stopping monitors ``early_stopping.monitor`` (``val_loss`` by default;
+    ``train_*`` names work without validation data) and, with ``restore_best``,
+    returns the best epoch's parameters. A checkpoint is written atomically
+    every ``checkpoint_every`` epochs and at the end; ``resume=True`` continues
+    from ``checkpoint_path`` when it exists (bit-identical to an uninterrupted
+    run). A NaN/Inf training loss raises :class:`NonFiniteLossError` without
+    touching the last checkpoint. ``progress=None`` shows a tqdm bar only when
+    stderr is a terminal.
+    """
+    settings = validate_early_stopping(early_stopping or EarlyStopping())
+    if settings.monitor.startswith("val_") and val is None:
+        settings = settings._replace(monitor="train_" + settings.monitor[4:])
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
+    log = log or _default_log
+    history, stopping_state, start_epoch = [], EarlyStoppingState(), 0
+    if resume:
+        train_state, start_epoch, history, stopping_state = _resume(checkpoint_path, train_state, history, stopping_state)
+    if metrics_path is not None:
+        write_metrics_lines(metrics_path, history)
+
+    x, y = jax.device_put(np.asarray(train.x)), jax.device_put(np.asarray(train.y))
+    steps_done = int(train_state.step)
+    bar = _progress_bar(progress, epochs, start_epoch)
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            started = time.perf_counter()
+            train_state, metrics = epoch_fn(train_state, x, y)
+            metrics = jax.device_get(metrics)
+            bad_step = int(metrics["first_nonfinite_step"])
+            if bad_step >= 0:
+                raise NonFiniteLossError(epoch, bad_step, steps_done + bad_step, _existing(checkpoint_path), history)
+            steps_done = int(train_state.step)
+            val_metrics = evaluate_fn(train_state, val.x, val.y) if (val is not None and evaluate_fn) else None
+            record = _epoch_record(epoch, metrics, val_metrics, time.perf_counter() - started)
+            if settings.monitor not in record:
+                raise ValueError(f"early_stopping.monitor={settings.monitor!r} is not a metric; available: {sorted(record)}")
+            stopping_state, stop, improved = update_early_stopping(settings, stopping_state, record[settings.monitor], epoch, train_state)
+            record["is_best"] = improved
+            history.append(record)
+            if metrics_path is not None:
+                _append_metrics_line(metrics_path, record)
+            if checkpoint_path is not None and (stop or epoch == epochs or epoch % checkpoint_every == 0):
+                save_training_checkpoint(checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state))
+            bar.update(1)
+            bar.set_postfix(_postfix(record), refresh=False)
+            if stop:
+                log(
+                    f"early stopping at epoch {epoch}: {settings.monitor} did not improve for {settings.patience} "
+                    f"epochs; best epoch {stopping_state.best_epoch} ({settings.monitor}={stopping_state.best_value:.6g})"
+                )
+                break
+    finally:
+        bar.close()
+    if settings.restore_best:
+        train_state = restore_best(stopping_state, train_state)
+    return train_state, history
+
+
+def _existing(path):
+    return path if path is not None and os.path.exists(path) else None
+
+
+def best_epoch(history: list) -> int:
+    """The last epoch flagged ``is_best`` (0 when none)."""
+    return max((r["epoch"] for r in history if r.get("is_best")), default=0)

@@ -1,0 +1,461 @@
+"""Grid search for hyperparameters on held-out data (the notes: "perform a grid
+search for hyper parameters (learning rate, regularization parameter, …) on
+held-out data"; "evaluate periodically on validation data, for early stopping").
+
+A config's ``search:`` section maps ``section.key`` paths to lists of values;
+the grid is their Cartesian product, in the order the keys are written::
+
+    search:
+      optimizer.learning_rate: [1.0e-3, 3.0e-3, 1.0e-2]
+      optimizer.l2: [0.0, 1.0e-4]
+
+Keys are of two kinds:
+
+- *traced* numeric hyperparameters: ``optimizer.learning_rate``, ``l2``,
+  ``clip``, ``clip_by_norm``, ``clip_by_global_norm`` and the optimizer's own
+  numbers (``b1``, ``b2``, ``eps``, ``decay``, ``momentum``, ``weight_decay``,
+  ``rho``, ...), and ``model.layers.<i>.rate`` (dropout), ``.ema_decay`` and
+  ``.eps`` (batch norm). All settings that differ only in these are trained
+  at once by one compiled program, ``jax.vmap`` over the traced values
+  (:mod:`functional_nn.train.search_engine`).
+- *structural* choices (layer sizes, optimizer name, batch size, loss, data,
+  ...): each combination is a separate group with its own program.
+
+Every setting uses the validation split for early stopping and the selection
+metric (``training.early_stopping.monitor``, ``val_loss`` by default); the
+setting with the best validation value is chosen, and only that one is then
+evaluated, once, on the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from functional_nn.config import (
+    Config,
+    ConfigError,
+    alias_hyperparameters,
+    build_augment,
+    build_data,
+    build_early_stopping,
+    build_loss,
+    build_model,
+    build_optimizer,
+    config_to_dict,
+    dump_config,
+    parse_config,
+)
+from functional_nn.train import search_report
+from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees
+from functional_nn.train.search_engine import GridRun, run_grid, setting_tree
+from functional_nn.train.state import TrainState
+from functional_nn.train.step import make_evaluate
+
+OPTIMIZER_NUMBERS = ("learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm")
+LAYER_NUMBERS = ("rate", "ema_decay", "eps")
+
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+SUMMARY_FILE = "summary.json"
+HISTORY_FILE = "history.jsonl"
+HEATMAP_FILE = "heatmap.png"
+CURVE_FILE = "curve.png"
+CURVES_FILE = "learning_curves.png"
+BEST_FILE = "best_params.npz"
+
+
+class Group(NamedTuple):
+    """Settings that share every structural value: ``structural`` (key -> value)
+    and the indices of its settings in the whole grid."""
+
+    structural: dict
+    indices: list
+
+
+class SearchResult(NamedTuple):
+    """Everything a grid search found.
+
+    ``settings[i]`` is setting i's grid values, ``rows[i]`` its table row,
+    ``histories[i]`` its per-epoch metrics (like ``fit``'s history);
+    ``best_index`` the setting chosen on validation data, ``test_metrics``
+    that setting's metrics on the test split (the only test evaluation),
+    ``best_train_state`` its train state (best epoch's weights when
+    ``restore_best``) and ``best_config`` its full config; ``groups[g]`` was
+    trained by the compiled run ``runs[g]`` (a :class:`GridRun`).
+    """
+
+    keys: list
+    settings: list
+    rows: list
+    histories: list
+    best_index: int
+    monitor: str
+    mode: str
+    test_metrics: dict
+    best_train_state: Any
+    best_config: Config
+    groups: list
+    runs: list
+
+
+# --------------------------------------------------------------------------
+# the grid
+
+
+def expand_grid(grid: dict) -> list:
+    """The Cartesian product of the grid's lists, one dict per setting, the last key varying fastest."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def traced_target(key: str, values: list) -> tuple | None:
+    """(``"optimizer"``, name) or (``"model"``, ``"layers.<i>.<arg>"``) when every
+    value of ``key`` is a number and ``key`` is a numeric hyperparameter that
+    can be traced; ``None`` for a structural key."""
+    if not values or not all(_is_number(v) for v in values):
+        return None
+    section, _, rest = key.partition(".")
+    if section == "optimizer" and "." not in rest and rest not in ("name", "decay_mask", "schedule"):
+        return ("optimizer", rest)
+    parts = rest.split(".")
+    if section == "model" and len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() and parts[2] in LAYER_NUMBERS:
+        return ("model", rest)
+    return None
+
+
+def _check_traceable_for(config: Config, key: str, target: tuple) -> None:
+    """A traced optimizer key must be a number the group's optimizer takes."""
+    section, name = target
+    if section != "optimizer" or name in OPTIMIZER_NUMBERS:
+        return
+    defaults = alias_hyperparameters(config.optimizer.name)
+    if name not in defaults:
+        raise ConfigError(f"search.{key}: optimizer {config.optimizer.name!r} has no hyperparameter {name!r} (it takes {', '.join(defaults) or 'none'})")
+    if not (_is_number(defaults[name]) or name == "momentum"):
+        raise ConfigError(f"search.{key}: {name!r} is not a numeric hyperparameter of {config.optimizer.name!r}")
+
+
+def validate_grid(config: Config, grid: dict | None = None) -> dict:
+    """The grid (``config.search`` by default) checked like a config's ``search``
+    section: a clear :class:`ConfigError` naming the key for an empty grid, a key
+    that is not a config path, an empty list or an invalid value."""
+    grid = config.search if grid is None else grid
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError(
+            "search: the grid is empty; list values for at least one key, e.g. "
+            "search: {optimizer.learning_rate: [0.001, 0.01]}"
+        )
+    raw = config_to_dict(config)
+    raw["search"] = copy.deepcopy(grid)
+    return parse_config(raw).search
+
+
+def split_keys(grid: dict) -> tuple:
+    """(traced keys -> target, structural keys) of a grid."""
+    traced, structural = {}, []
+    for key, values in grid.items():
+        target = traced_target(key, values)
+        if target is None:
+            structural.append(key)
+        else:
+            traced[key] = target
+    return traced, structural
+
+
+def group_settings(settings: list, structural: list) -> list:
+    """Settings grouped by their structural values, groups in order of first appearance."""
+    groups = {}
+    for index, setting in enumerate(settings):
+        values = tuple(repr(setting[k]) for k in structural)
+        if values not in groups:
+            groups[values] = Group({k: setting[k] for k in structural}, [])
+        groups[values].indices.append(index)
+    return list(groups.values())
+
+
+def group_config(config: Config, structural: dict) -> Config:
+    """The config with a group's structural values set (and validated)."""
+    if not structural:
+        return config
+    raw = config_to_dict(config)
+    raw.pop("search", None)
+    try:
+        return parse_config(raw, overrides=list(structural.items()))
+    except ConfigError as e:
+        raise ConfigError(f"search: the setting {structural} is invalid: {e}") from None
+
+
+def split_hparams(traced: dict, settings: list) -> tuple:
+    """(optimizer hparams, model hparams): name -> vector over ``settings``."""
+    optimizer, model = {}, {}
+    for key, (section, name) in traced.items():
+        vector = np.array([float(s[key]) for s in settings], np.float32)
+        (optimizer if section == "optimizer" else model)[name] = vector
+    return optimizer, model
+
+
+def make_build(config: Config, optimizer_names, model_names):
+    """``build(h) -> (model, loss, optimizer)`` for one setting from scalars ``h``."""
+    loss = build_loss(config.loss)
+
+    def build(hparams):
+        model = build_model(config.model, {n: hparams[f"model:{n}"] for n in model_names})
+        optimizer = build_optimizer(config.optimizer, {n: hparams[f"optimizer:{n}"] for n in optimizer_names})
+        return model, loss, optimizer
+
+    return build
+
+
+# --------------------------------------------------------------------------
+# running the grid
+
+
+def selection_rule(config: Config):
+    """Early-stopping settings; the monitored metric must be a validation metric."""
+    rule = build_early_stopping(config.training)
+    if not rule.monitor.startswith("val_"):
+        raise ConfigError(
+            f"training.early_stopping.monitor={rule.monitor!r}: grid search selects on held-out data; "
+            "use val_loss or val_accuracy"
+        )
+    return rule
+
+
+def _resolve_devices(config: Config, devices):
+    devices = config.training.devices if devices is None else devices
+    return None if devices == 1 else devices
+
+
+def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None) -> GridRun:
+    """Train one group's settings at once (they differ only in traced values)."""
+    optimizer_hparams, model_hparams = split_hparams(traced, settings)
+    for key, target in traced.items():
+        _check_traceable_for(config, key, target)
+    hparams = {f"optimizer:{n}": v for n, v in optimizer_hparams.items()}
+    hparams.update({f"model:{n}": v for n, v in model_hparams.items()})
+    if not hparams:  # a purely structural group: one setting, nothing traced
+        hparams = {"_unused": np.zeros(len(settings), np.float32)}
+    training = config.training
+    try:
+        return run_grid(
+            make_build(config, optimizer_hparams, model_hparams),
+            hparams,
+            data.train,
+            data.val,
+            batch_size=training.batch_size,
+            epochs=training.epochs,
+            key=jax.random.key(training.seed),
+            early_stopping=selection_rule(config),
+            augment=build_augment(training, data.image_shape),
+            devices=_resolve_devices(config, devices),
+            eval_chunk_size=training.eval_chunk_size,
+            unroll=training.unroll,
+            progress=progress if progress is not None else training.progress,
+        )
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"search: {e}") from None
+
+
+def setting_history(run: GridRun, column: int) -> list:
+    """One setting's per-epoch records (only the epochs it trained), like ``fit``'s history."""
+    records = []
+    for epoch_index in np.flatnonzero(run.active[:, column]):
+        record = {"epoch": int(epoch_index) + 1}
+        record.update({name: float(values[epoch_index, column]) for name, values in run.history.items()})
+        record["is_best"] = bool(run.improved[epoch_index, column])
+        records.append(record)
+    return records
+
+
+def _status(run: GridRun, column: int) -> str:
+    if run.diverged[column]:
+        return "diverged"
+    return "stopped early" if run.stopped_early[column] else "ok"
+
+
+def setting_row(index: int, setting: dict, run: GridRun, column: int, history: list) -> dict:
+    """The table row: the setting's values, its best validation value and epoch, and how it ended."""
+    best_epoch = int(run.best_epoch[column])
+    at_best = next((r for r in history if r["epoch"] == best_epoch), {})
+    row = {"setting": index, **setting, f"best_{run.monitor}": float(run.best_value[column]), "best_epoch": best_epoch}
+    row.update({name: at_best.get(name, float("nan")) for name in sorted(run.history) if name != run.monitor})
+    row.update(epochs_run=int(run.epochs_run[column]), status=_status(run, column))
+    return row
+
+
+def select_best(rows: list, monitor: str, mode: str) -> int:
+    """Index of the row with the best validation value (first of ties; NaN never wins)."""
+    worst = float("inf") if mode == "min" else float("-inf")
+    values = [r[f"best_{monitor}"] if np.isfinite(r[f"best_{monitor}"]) else worst for r in rows]
+    if all(v == worst for v in values):
+        raise RuntimeError("grid search: every setting diverged or never produced a finite validation value")
+    return int(np.argmin(values) if mode == "min" else np.argmax(values))
+
+
+def _chosen_train_state(run: GridRun, column: int, restore_best: bool) -> TrainState:
+    train_state = setting_tree(run.carry.train_state, column)
+    if not restore_best or int(run.best_epoch[column]) == 0:
+        return train_state
+    stopping = setting_tree(run.carry.stopping, column)
+    return train_state._replace(params=stopping.best_params, model_state=stopping.best_model_state)
+
+
+def concrete_config(config: Config, setting: dict) -> Config:
+    """The full config of one setting (every grid value set)."""
+    raw = config_to_dict(config)
+    raw.pop("search", None)
+    return parse_config(raw, overrides=list(setting.items()))
+
+
+def evaluate_on_test(config: Config, train_state, test) -> dict:
+    """The chosen setting's test metrics (``test_loss``, ``test_accuracy``)."""
+    if len(test.x) == 0:
+        return {}
+    evaluate = make_evaluate(build_model(config.model), build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
+    return {f"test_{k}": v for k, v in evaluate(train_state, test.x, test.y).items()}
+
+
+def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=None, progress: bool | None = None) -> SearchResult:
+    """Train every setting of ``grid`` (``config.search`` by default), select on
+    validation data, evaluate the selected setting once on test data.
+
+    ``devices`` (``"all"``, an int, a list of devices or a ``Mesh``; default
+    ``config.training.devices``) shards each group's grid axis over devices.
+    ``data`` (a ``DataSplits``) replaces ``build_data(config.data)``.
+    """
+    grid = validate_grid(config, grid)
+    settings = expand_grid(grid)
+    traced, structural = split_keys(grid)
+    rows, histories, runs = [None] * len(settings), [None] * len(settings), {}
+    groups, group_runs = group_settings(settings, structural), []
+    data_cache = {}
+    for group in groups:
+        group_cfg = group_config(config, group.structural)
+        splits = data if data is not None else _cached_data(data_cache, group_cfg)
+        run = run_group(group_cfg, traced, [settings[i] for i in group.indices], splits, devices=devices, progress=progress)
+        group_runs.append(run)
+        for column, index in enumerate(group.indices):
+            histories[index] = setting_history(run, column)
+            rows[index] = setting_row(index, settings[index], run, column, histories[index])
+            runs[index] = (run, column, splits)
+    rule = selection_rule(config)
+    monitor, mode = rule.monitor, runs[0][0].mode
+    best = select_best(rows, monitor, mode)
+    run, column, splits = runs[best]
+    best_config = concrete_config(config, settings[best])
+    best_state = _chosen_train_state(run, column, rule.restore_best)
+    test_metrics = evaluate_on_test(best_config, best_state, splits.test)
+    return SearchResult(list(grid), settings, rows, histories, best, monitor, mode, test_metrics, best_state, best_config, groups, group_runs)
+
+
+def _cached_data(cache: dict, config: Config):
+    key = repr(config.data)
+    if key not in cache:
+        cache[key] = build_data(config.data)
+    return cache[key]
+
+
+# --------------------------------------------------------------------------
+# outputs
+
+
+def varying_keys(result: SearchResult) -> list:
+    """The grid keys that take more than one value."""
+    return [k for k in result.keys if len(search_report.distinct_values(result.settings, k)) > 1]
+
+
+def setting_label(setting: dict) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={search_report.format_value(v)}" for k, v in setting.items())
+
+
+def summary(result: SearchResult, config: Config, seconds: float) -> dict:
+    best_row = result.rows[result.best_index]
+    return {
+        "name": config.name,
+        "selected_by": f"best {result.monitor} ({result.mode}) on the validation split",
+        "settings": len(result.settings),
+        "groups": len(result.groups),
+        "best_setting": result.settings[result.best_index],
+        "best_index": result.best_index,
+        f"best_{result.monitor}": best_row[f"best_{result.monitor}"],
+        "best_epoch": best_row["best_epoch"],
+        **result.test_metrics,
+        "wall_time_s": seconds,
+    }
+
+
+def markdown_report(result: SearchResult, config: Config) -> str:
+    best = result.settings[result.best_index]
+    lines = [
+        f"# Grid search: {config.name}",
+        "",
+        f"{len(result.settings)} settings ({len(result.groups)} compiled group(s)); selection: best "
+        f"{result.monitor} ({result.mode}) on the validation split; the selected setting alone is evaluated on test.",
+        "",
+        f"**Selected:** setting {result.best_index} ({setting_label(best)}), best {result.monitor} = "
+        f"{search_report.format_value(result.rows[result.best_index][f'best_{result.monitor}'])} at epoch "
+        f"{result.rows[result.best_index]['best_epoch']}; "
+        + ", ".join(f"{k} = {search_report.format_value(v)}" for k, v in result.test_metrics.items()),
+        "",
+        "",
+    ]
+    rows = [{**r, "selected": "*" if i == result.best_index else ""} for i, r in enumerate(result.rows)]
+    return "\n".join(lines) + search_report.markdown_table(rows)
+
+
+def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
+    """Heatmap (2-D grid) or curve (1-D grid) of the best validation value, and
+    every setting's validation learning curve; returns the files written."""
+    metric = f"best_{result.monitor}"
+    varying, written = varying_keys(result), []
+    if len(varying) == 2:
+        search_report.plot_heatmap(result.rows, varying[0], varying[1], metric, os.path.join(out_dir, HEATMAP_FILE), title=config.name, chosen=result.best_index)
+        written.append(HEATMAP_FILE)
+    elif len(varying) == 1:
+        search_report.plot_curve(result.rows, varying[0], metric, os.path.join(out_dir, CURVE_FILE), title=config.name, chosen=result.best_index)
+        written.append(CURVE_FILE)
+    labels = [setting_label({k: s[k] for k in varying} or s) for s in result.settings]
+    search_report.plot_learning_curves(result.histories, labels, result.monitor, os.path.join(out_dir, CURVES_FILE), title=config.name)
+    written.append(CURVES_FILE)
+    return written
+
+
+def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: float) -> None:
+    """``runs/<name>/``: config, results table (CSV, markdown), summary, per-epoch
+    history, plots and the selected setting's parameters."""
+    os.makedirs(out_dir, exist_ok=True)
+    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
+    write("config.yaml", dump_config(config))
+    write(RESULTS_CSV, search_report.csv_text(result.rows))
+    write(RESULTS_MD, markdown_report(result, config))
+    write(SUMMARY_FILE, json.dumps(summary(result, config, seconds), indent=2) + "\n")
+    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(result.histories) for r in history]
+    write(HISTORY_FILE, "\n".join(lines) + "\n")
+    write_plots(result, config, out_dir)
+    state = result.best_train_state
+    save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
+
+
+def run_search(config: Config, out_dir: str, *, devices=None, progress: bool | None = None) -> SearchResult:
+    """The CLI's ``search``: :func:`grid_search` on ``config.search``, outputs in ``out_dir``."""
+    started = time.perf_counter()
+    result = grid_search(config, devices=devices, progress=progress)
+    seconds = time.perf_counter() - started
+    write_outputs(result, config, out_dir, seconds)
+    shown = summary(result, config, seconds)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}))
+    return result

@@ -1,0 +1,452 @@
+"""Many training runs at once: one compiled program, ``jax.vmap`` over settings.
+
+A *setting* is one assignment of numeric hyperparameters h = (η, λ, β₁, p,
+...). Every setting s = 1…S trains its own copy of the network from the same
+initial weights, with its own optimizer state and its own early stopping, but
+all S runs are one program: the epoch of :mod:`functional_nn.train.epoch`
+(a ``lax.scan`` over minibatches) is ``jax.vmap``-ed over the leading *grid
+axis* of the hyperparameters and of the train states, and the optimizer and
+layers are built inside the vmapped function from traced hyperparameters.
+
+Per-setting early stopping (the notes: "evaluate periodically on validation
+data, for early stopping") runs inside the same program. After epoch e each
+setting evaluates its monitored validation value v_e and compares it with its
+best v*:
+
+    improved_s = active_s ∧ finite(v_e) ∧ (v* undefined ∨ v_e < v* − δ)   (mode min)
+    v*_s, e*_s, W*_s ← v_e, e, W_e            where improved_s
+    wait_s ← 0 if improved_s else wait_s + 1
+    stopped_s ← stopped_s ∨ wait_s ≥ patience ∨ diverged_s
+
+and every array of a stopped setting is frozen with ``jnp.where`` (its epochs
+are still computed, then discarded), so each setting follows exactly the path
+a separate :func:`~functional_nn.train.fit` run with the same settings takes.
+A setting whose training loss turns NaN/Inf is marked ``diverged`` and stopped
+(``fit`` would raise); the others carry on.
+
+With ``devices`` the grid axis is sharded over a ``jax.sharding.Mesh`` of
+devices (``NamedSharding`` on the leading axis of train states and
+hyperparameters, the data replicated): S settings on n devices run S/n per
+device. S is padded to a multiple of n with copies of the last setting, whose
+results are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_nn.train.early_stopping import EarlyStopping, resolved_mode, validate_early_stopping
+from functional_nn.train.epoch import make_epoch
+from functional_nn.train.state import TrainState, init_train_state
+from functional_nn.train.step import make_eval_step, make_train_step
+
+GRID_AXIS = "grid"
+
+# build(hparams) -> (model, loss, optimizer); hparams maps names to scalars (traced inside the program).
+Build = Callable[[dict], tuple]
+
+
+class GridStopping(NamedTuple):
+    """Early-stopping state of each setting (every leaf has the grid axis first
+    once vmapped): best monitored value v* (NaN before the first finite one),
+    its epoch e* (0: none yet), epochs since it, whether the setting has stopped
+    or diverged, and the best epoch's parameters W* and model state."""
+
+    best_value: jax.Array
+    best_epoch: jax.Array
+    wait: jax.Array
+    stopped: jax.Array
+    diverged: jax.Array
+    best_params: Any
+    best_model_state: Any
+
+
+class GridCarry(NamedTuple):
+    """What one grid epoch carries to the next: train states and stopping states."""
+
+    train_state: TrainState
+    stopping: GridStopping
+
+
+class ValidationChunks(NamedTuple):
+    """Validation data cut into C chunks of equal size on the host, the last one
+    padded: ``x`` (C, chunk, ...), ``y`` (C, chunk, ...), ``mask`` (C, chunk)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+
+
+class GridRun(NamedTuple):
+    """The outcome of :func:`run_grid`. The NumPy arrays have the grid axis S;
+    ``carry`` (final train states and stopping states, on the devices and with
+    the sharding the program used) may hold padding settings after the first S
+    (``size``), see :func:`setting_tree`.
+
+    ``history`` maps ``train_loss``, ``val_loss``, ``val_accuracy``, ... to
+    (E, S) arrays over the E epochs the program ran; ``active`` (E, S) says
+    which of those epochs each setting really trained (False once stopped), so
+    setting s's learning curve is ``history[m][active[:, s], s]``; ``improved``
+    (E, S) marks the epochs that improved on the setting's best (``fit``'s
+    ``is_best``).
+    """
+
+    carry: GridCarry
+    size: int
+    history: dict
+    active: np.ndarray
+    improved: np.ndarray
+    best_value: np.ndarray
+    best_epoch: np.ndarray
+    epochs_run: np.ndarray
+    diverged: np.ndarray
+    stopped_early: np.ndarray
+    monitor: str
+    mode: str
+
+
+# --------------------------------------------------------------------------
+# small pure pieces
+
+
+def tree_where(condition: jax.Array, on_true, on_false):
+    """Leaf-wise ``jnp.where(condition, a, b)`` for a scalar condition (one setting)."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def validation_chunks(x, y, chunk_size: int = 1024) -> ValidationChunks:
+    """Cut (x, y) into equal chunks (size: ``chunk_size`` or, for fewer examples,
+    the next power of two, as :func:`~functional_nn.train.make_evaluate` does),
+    zero-padding the last one and masking the padding out."""
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0:
+        raise ValueError("grid search needs validation data to select on: the validation split is empty")
+    size = min(chunk_size, _next_power_of_two(len(x)))
+    chunks = -(-len(x) // size)
+    total = chunks * size
+
+    def pad(a):
+        return np.pad(a, [(0, total - len(a))] + [(0, 0)] * (a.ndim - 1)).reshape((chunks, size) + a.shape[1:])
+
+    return ValidationChunks(pad(x), pad(y), pad(np.ones(len(x), np.float32)))
+
+
+def evaluate_chunks(eval_sums: Callable, params, model_state, chunks: ValidationChunks) -> dict:
+    """Mean divergence (and accuracy) over the validation set: Σ over chunks of
+    the sums Σ_t Div(Y_t, d_t), Σ_t correct_t, then divided by the count n."""
+
+    def add_chunk(totals, chunk):
+        sums = eval_sums(params, model_state, *chunk)
+        return jax.tree.map(jnp.add, totals, sums), None
+
+    first = jax.tree.map(lambda a: a[0], chunks)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: eval_sums(params, model_state, *first)))
+    totals, _ = jax.lax.scan(add_chunk, zeros, tuple(chunks))
+    metrics = {"loss": totals["loss_sum"] / totals["count"]}
+    if "correct" in totals:
+        metrics["accuracy"] = totals["correct"] / totals["count"]
+    return metrics
+
+
+def init_stopping(train_state: TrainState) -> GridStopping:
+    """No best value yet (NaN), nothing stopped; W* starts as the initial weights."""
+    return GridStopping(
+        best_value=jnp.array(jnp.nan, jnp.float32),
+        best_epoch=jnp.zeros((), jnp.int32),
+        wait=jnp.zeros((), jnp.int32),
+        stopped=jnp.zeros((), bool),
+        diverged=jnp.zeros((), bool),
+        best_params=train_state.params,
+        best_model_state=train_state.model_state,
+    )
+
+
+def improves_on(rule: EarlyStopping, mode: str, best: jax.Array, value: jax.Array) -> jax.Array:
+    """v improves on v* by more than δ; any finite v improves on no best (NaN)."""
+    better = value < best - rule.min_delta if mode == "min" else value > best + rule.min_delta
+    return jnp.isfinite(value) & (jnp.isnan(best) | better)
+
+
+def update_stopping(rule: EarlyStopping, mode: str, stopping: GridStopping, value, diverged, epoch, train_state) -> tuple:
+    """One setting's stopping state after epoch ``epoch`` (see the module docstring);
+    returns (new stopping state, improved?)."""
+    active = ~stopping.stopped
+    improved = active & ~diverged & improves_on(rule, mode, stopping.best_value, value)
+    wait = jnp.where(improved, 0, stopping.wait + active.astype(jnp.int32))
+    out_of_patience = wait >= rule.patience if rule.patience is not None else jnp.zeros((), bool)
+    new = GridStopping(
+        best_value=jnp.where(improved, value.astype(jnp.float32), stopping.best_value),
+        best_epoch=jnp.where(improved, epoch, stopping.best_epoch),
+        wait=wait,
+        stopped=stopping.stopped | (active & (diverged | out_of_patience)),
+        diverged=stopping.diverged | (active & diverged),
+        best_params=tree_where(improved, train_state.params, stopping.best_params),
+        best_model_state=tree_where(improved, train_state.model_state, stopping.best_model_state),
+    )
+    return new, improved
+
+
+# --------------------------------------------------------------------------
+# one setting's epoch, then vmapped and compiled
+
+
+def make_setting_epoch(build: Build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1) -> Callable:
+    """``setting_epoch(hparams, carry, epoch, x, d, val) -> (carry, metrics)`` for ONE
+    setting: train one epoch, evaluate on validation data, update early stopping,
+    freeze the setting if it had already stopped (or diverged now)."""
+    mode = resolved_mode(rule)
+    monitor = rule.monitor
+
+    def setting_epoch(hparams, carry: GridCarry, epoch, x, targets, val: ValidationChunks):
+        model, loss, optimizer = build(hparams)
+        run_epoch = make_epoch(make_train_step(model, loss, optimizer, augment=augment), batch_size, unroll=unroll)
+        trained, train_metrics = run_epoch(carry.train_state, x, targets)
+        val_metrics = evaluate_chunks(make_eval_step(model, loss), trained.params, trained.model_state, val)
+        metrics = {f"train_{k}": v for k, v in train_metrics.items() if k != "first_nonfinite_step"}
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        if monitor not in metrics:
+            raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric; available: {sorted(metrics)}")
+        diverged = train_metrics["first_nonfinite_step"] >= 0
+        stopping, improved = update_stopping(rule, mode, carry.stopping, metrics[monitor], diverged, epoch, trained)
+        keep_old = carry.stopping.stopped | diverged
+        train_state = tree_where(keep_old, carry.train_state, trained)
+        metrics.update(improved=improved, active=~carry.stopping.stopped, diverged=diverged)
+        return GridCarry(train_state, stopping), metrics
+
+    return setting_epoch
+
+
+def make_setting_init(build: Build, input_shape) -> Callable:
+    """``setting_init(hparams, key) -> carry``: the network initialised from ``key``
+    (the same weights for every setting, as separate runs with one seed) and
+    the optimizer built from the setting's hyperparameters."""
+
+    def setting_init(hparams, key):
+        model, _, optimizer = build(hparams)
+        train_state = init_train_state(model, optimizer, key, input_shape)
+        return GridCarry(train_state, init_stopping(train_state))
+
+    return setting_init
+
+
+# --------------------------------------------------------------------------
+# devices and the grid axis
+
+
+def resolve_devices(devices) -> list | None:
+    """``None``/1: no sharding; ``"all"``: every device; an int n: the first n;
+    a list of devices or a ``Mesh``: those devices."""
+    if devices is None:
+        return None
+    if isinstance(devices, jax.sharding.Mesh):
+        return list(devices.devices.flat)
+    available = jax.devices()
+    if devices == "all":
+        chosen = available
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise ValueError(f"devices={devices!r}: must be in [1, {len(available)}] (the number of available devices)")
+        chosen = available[:devices]
+    elif isinstance(devices, (list, tuple)):
+        chosen = list(devices)
+    else:
+        raise ValueError(f"devices={devices!r}: must be 'all', an integer >= 1, a list of devices or a Mesh")
+    return chosen if len(chosen) > 1 else None
+
+
+def grid_mesh(devices: list) -> jax.sharding.Mesh:
+    """A one-axis mesh named ``grid`` over ``devices``."""
+    return jax.sharding.Mesh(np.array(devices), (GRID_AXIS,))
+
+
+def padded_size(size: int, devices: list | None) -> int:
+    """S rounded up to a multiple of the device count n."""
+    n = 1 if devices is None else len(devices)
+    return -(-size // n) * n
+
+
+def pad_grid(hparams: dict, size: int) -> dict:
+    """Each hyperparameter vector (S,) padded to ``size`` with copies of its last value."""
+    return {name: jnp.concatenate([v, jnp.repeat(v[-1:], size - len(v))]) for name, v in hparams.items()}
+
+
+def check_hparams(hparams: dict) -> int:
+    """The grid size S; every vector must be 1-D of the same non-zero length."""
+    if not hparams:
+        raise ValueError("hparams is empty: give at least one hyperparameter vector (e.g. {'learning_rate': [...]})")
+    sizes = {name: np.shape(v) for name, v in hparams.items()}
+    lengths = {shape[0] if len(shape) == 1 else None for shape in sizes.values()}
+    if len(lengths) != 1 or None in lengths or 0 in lengths:
+        raise ValueError(f"hparams: every value must be a non-empty 1-D vector of the same length (the grid), got shapes {sizes}")
+    return lengths.pop()
+
+
+# --------------------------------------------------------------------------
+# the compiled program
+
+
+class GridProgram(NamedTuple):
+    """``init(hparams, key) -> carry`` and ``epoch(hparams, carry, epoch, x, d, val)
+    -> (carry, metrics)``, both vmapped over the grid axis and compiled (sharded
+    over ``mesh`` when given); ``place(hparams, carry_or_none, x, d, val)`` puts
+    the inputs where the program expects them."""
+
+    init: Callable
+    epoch: Callable
+    mesh: Any
+
+
+def compile_grid_program(build: Build, input_shape, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1, devices=None) -> GridProgram:
+    """The vmapped, jit-compiled init and epoch (the epoch donates its carry)."""
+    setting_init = make_setting_init(build, input_shape)
+    setting_epoch = make_setting_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
+    grid_init = jax.vmap(setting_init, in_axes=(0, None))
+    grid_epoch = jax.vmap(setting_epoch, in_axes=(0, 0, None, None, None, None))
+    if devices is None:
+        return GridProgram(jax.jit(grid_init), jax.jit(grid_epoch, donate_argnums=(1,)), None)
+    mesh = grid_mesh(devices)
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(GRID_AXIS))
+    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    init = jax.jit(grid_init, in_shardings=(split, whole), out_shardings=split)
+    epoch = jax.jit(
+        grid_epoch,
+        in_shardings=(split, split, whole, whole, whole, whole),
+        out_shardings=(split, split),
+        donate_argnums=(1,),
+    )
+    return GridProgram(init, epoch, mesh)
+
+
+def place_replicated(program: GridProgram, tree):
+    """Data (or any pytree) as the program wants it: replicated over the mesh, or on the default device."""
+    if program.mesh is None:
+        return jax.device_put(tree)
+    return jax.device_put(tree, jax.sharding.NamedSharding(program.mesh, jax.sharding.PartitionSpec()))
+
+
+def place_split(program: GridProgram, tree):
+    """Grid-axis-first arrays split over the mesh's devices (on the default device without a mesh)."""
+    if program.mesh is None:
+        return jax.device_put(tree)
+    return jax.device_put(tree, jax.sharding.NamedSharding(program.mesh, jax.sharding.PartitionSpec(GRID_AXIS)))
+
+
+# --------------------------------------------------------------------------
+# the driver
+
+
+def _progress_bar(enabled: bool | None, epochs: int):
+    from tqdm import tqdm
+
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    return tqdm(total=epochs, desc="grid epochs", unit="epoch", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _stack_history(records: list, size: int) -> dict:
+    names = records[0].keys() if records else ()
+    return {name: np.stack([np.asarray(r[name])[:size] for r in records]) for name in names}
+
+
+def _summarize_run(carry, records: list, size: int, epochs: int, monitor: str, mode: str) -> GridRun:
+    history = _stack_history(records, size)
+    active = history.pop("active").astype(bool)
+    improved = history.pop("improved").astype(bool)
+    history.pop("diverged")
+    best_value, best_epoch, diverged = jax.device_get((carry.stopping.best_value, carry.stopping.best_epoch, carry.stopping.diverged))
+    epochs_run = active.sum(axis=0).astype(np.int32)
+    diverged = np.asarray(diverged)[:size]
+    return GridRun(
+        carry=carry,
+        size=size,
+        history=history,
+        active=active,
+        improved=improved,
+        best_value=np.asarray(best_value)[:size],
+        best_epoch=np.asarray(best_epoch)[:size],
+        epochs_run=epochs_run,
+        diverged=diverged,
+        stopped_early=(epochs_run < epochs) & ~diverged,
+        monitor=monitor,
+        mode=mode,
+    )
+
+
+def run_grid(
+    build: Build,
+    hparams: dict,
+    train,
+    val,
+    *,
+    batch_size: int,
+    epochs: int,
+    key: jax.Array,
+    early_stopping: EarlyStopping | None = None,
+    augment=None,
+    devices=None,
+    eval_chunk_size: int = 1024,
+    unroll: int = 1,
+    progress: bool | None = None,
+) -> GridRun:
+    """Train every setting of the grid at once, with per-setting early stopping.
+
+    ``build(h) -> (model, loss, optimizer)`` makes one setting's network,
+    divergence and optimizer from ``h``, a dict of scalars (traced inside the
+    program); ``hparams`` maps the same names to 1-D vectors, one entry per
+    setting. ``train`` / ``val`` are ``Split(x, y)``; every setting starts from
+    the weights ``init_train_state`` makes from ``key``. ``early_stopping``
+    (``patience``, ``min_delta``, ``monitor``, ``mode``) is applied to each
+    setting separately; ``monitor`` must be a ``val_*`` or ``train_*`` metric.
+    ``devices`` (``"all"``, an int, a list or a ``Mesh``) shards the grid axis.
+    The Python loop stops as soon as every setting has stopped.
+    """
+    rule = validate_early_stopping(early_stopping or EarlyStopping(patience=None))
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
+    hparams = {name: jnp.asarray(v, jnp.float32) for name, v in hparams.items()}
+    size = check_hparams(hparams)
+    chosen = resolve_devices(devices)
+    hparams = pad_grid(hparams, padded_size(size, chosen))
+    x, targets = np.asarray(train.x), np.asarray(train.y)
+    input_shape = (batch_size,) + x.shape[1:]
+    program = compile_grid_program(build, input_shape, batch_size, rule, augment=augment, unroll=unroll, devices=chosen)
+    hparams = place_split(program, hparams)
+    x, targets, chunks = place_replicated(program, (x, targets, validation_chunks(val.x, val.y, eval_chunk_size)))
+    carry = program.init(hparams, key)
+    return _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress)
+
+
+def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress) -> GridRun:
+    records = []
+    bar = _progress_bar(progress, epochs)
+    try:
+        for epoch in range(1, epochs + 1):
+            carry, metrics = program.epoch(hparams, carry, jnp.int32(epoch), x, targets, chunks)
+            metrics = jax.device_get(metrics)
+            records.append(metrics)
+            bar.update(1)
+            if np.all(jax.device_get(carry.stopping.stopped)[:size]):
+                break
+    finally:
+        bar.close()
+    return _summarize_run(carry, records, size, epochs, rule.monitor, resolved_mode(rule))
+
+
+def setting_tree(tree, index: int):
+    """Setting ``index``'s slice of a grid-axis-first pytree (e.g. its best params)."""
+    return jax.tree.map(lambda a: a[index], tree)
+
+
+def best_setting(run: GridRun) -> int:
+    """The setting with the best monitored value v* (min or max by mode; NaN never wins)."""
+    values = np.where(np.isfinite(run.best_value), run.best_value, math.inf if run.mode == "min" else -math.inf)
+    return int(np.argmin(values) if run.mode == "min" else np.argmax(values))

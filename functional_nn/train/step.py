@@ -1,0 +1,137 @@
+"""One training step and evaluation, as pure functions.
+
+A training step on minibatch (X, d) of B examples computes the minibatch
+divergence  Div(MB) = (1/B) Σ_t Div(Y_t, d_t)  in training mode (batch
+statistics, dropout on), its gradient ∂Div/∂W by reverse-mode autodiff, and
+lets the optimizer turn the gradient into the update: W ← W + Δ(∇W, state).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from functional_nn.train.state import TrainState
+
+Metrics = dict
+
+
+def is_class_labels(targets) -> bool:
+    """Targets are class labels (and accuracy is meaningful) when they are integers."""
+    return jnp.issubdtype(jnp.result_type(targets), jnp.integer)
+
+
+def correct_predictions(outputs: jax.Array, labels: jax.Array) -> jax.Array:
+    """1 where argmax_k y_k equals the label, else 0 (float, one per example)."""
+    return (jnp.argmax(outputs, axis=-1) == labels).astype(jnp.float32)
+
+
+def make_train_step(model, loss: Callable, optimizer: optax.GradientTransformation, *, augment=None):
+    """A pure ``step(train_state, (x, d)) -> (train_state, metrics)``.
+
+    ``model`` is a ``Layer`` (``apply(params, state, x, *, train, key)``),
+    ``loss(outputs, targets)`` the minibatch-averaged divergence, ``optimizer``
+    an optax ``GradientTransformation`` and ``augment(key, x)`` an optional
+    keyed augmentation. Metrics: ``loss`` and, for integer class labels,
+    ``accuracy``. The state's key is split each step into the next state key,
+    the dropout key and the augmentation key.
+    """
+
+    def step(train_state: TrainState, batch):
+        x, targets = batch
+        next_key, dropout_key, augment_key = jax.random.split(train_state.key, 3)
+        if augment is not None:
+            x = augment(augment_key, x)
+
+        def divergence(params):
+            outputs, model_state = model.apply(params, train_state.model_state, x, train=True, key=dropout_key)
+            return loss(outputs, targets), (outputs, model_state)
+
+        (value, (outputs, model_state)), grads = jax.value_and_grad(divergence, has_aux=True)(train_state.params)
+        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+        new_state = TrainState(
+            params=optax.apply_updates(train_state.params, updates),
+            model_state=model_state,
+            opt_state=opt_state,
+            step=train_state.step + 1,
+            key=next_key,
+        )
+        metrics = {"loss": value}
+        if is_class_labels(targets):
+            metrics["accuracy"] = jnp.mean(correct_predictions(outputs, targets))
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(model, loss: Callable):
+    """A pure ``eval_sums(params, model_state, x, d, mask) -> sums`` in eval mode.
+
+    Sums over the examples with mask 1 (padding has mask 0): ``loss_sum`` =
+    Σ_t Div(Y_t, d_t), ``count`` and, for class labels, ``correct``. The loss is
+    applied to each example alone, which is exact because evaluation treats
+    examples independently (batch norm uses its running statistics).
+    """
+
+    def per_example_divergence(output, target):
+        return loss(output[None], target[None])
+
+    def eval_sums(params, model_state, x, targets, mask):
+        outputs, _ = model.apply(params, model_state, x, train=False)
+        divergences = jax.vmap(per_example_divergence)(outputs, targets)
+        sums = {"loss_sum": jnp.sum(mask * divergences), "count": jnp.sum(mask)}
+        if is_class_labels(targets):
+            sums["correct"] = jnp.sum(mask * correct_predictions(outputs, targets))
+        return sums
+
+    return eval_sums
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
+    pad = [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+    return np.pad(a, pad)
+
+
+def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
+    """``evaluate(train_state, x, d) -> {"loss", "accuracy"?}`` (Python floats).
+
+    Runs the data in chunks of ``chunk_size`` examples (smaller sets: the next
+    power of two), the last one padded and masked, so one compiled function
+    serves data sets of many sizes (validation and test alike).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be >= 1")
+    eval_sums = jax.jit(make_eval_step(model, loss))
+
+    def evaluate(train_state: TrainState, x, targets) -> Metrics:
+        x, targets = np.asarray(x), np.asarray(targets)
+        if len(x) == 0:
+            raise ValueError("cannot evaluate on an empty data set")
+        size = min(chunk_size, _next_power_of_two(len(x)))
+        totals = None
+        for start in range(0, len(x), size):
+            xc, tc = x[start : start + size], targets[start : start + size]
+            mask = _pad_to(np.ones(len(xc), np.float32), size)
+            sums = jax.device_get(eval_sums(train_state.params, train_state.model_state, _pad_to(xc, size), _pad_to(tc, size), mask))
+            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+        return summarize_sums(totals)
+
+    return evaluate
+
+
+def summarize_sums(sums) -> Metrics:
+    """Sums from ``eval_sums`` to means: loss = Σ Div / n, accuracy = Σ correct / n."""
+    sums = jax.device_get(sums)
+    count = float(sums["count"])
+    metrics = {"loss": float(sums["loss_sum"]) / count}
+    if "correct" in sums:
+        metrics["accuracy"] = float(sums["correct"]) / count
+    return metrics

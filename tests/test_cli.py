@@ -1,0 +1,108 @@
+"""The command line end to end: files written, eval, errors, NaN stop, and a
+bit-exact resume in new processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from functional_nn.__main__ import main
+from functional_nn.config import build_data, build_loss, build_model, load_config
+from functional_nn.train import load_training_checkpoint, make_evaluate, restore_best
+from functional_nn.train.checkpoint import load_pytrees
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "tests", "data", "tiny_digits.yaml")
+RUN_FILES = {"config.yaml", "metrics.jsonl", "learning_curves.png", "checkpoint.npz", "summary.json"}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """Six epochs in one go, in this process: (run directory, exit code)."""
+    out = str(tmp_path_factory.mktemp("cli") / "straight")
+    return out, main(["train", TINY, "--out", out, "--no-progress"])
+
+
+def _metrics(directory):
+    with open(os.path.join(directory, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k != "epoch_time_s"} for line in f]
+
+
+def _leaf_bytes(directory):
+    trees, _ = load_pytrees(os.path.join(directory, "checkpoint.npz"), {})
+    import zipfile
+
+    with zipfile.ZipFile(os.path.join(directory, "checkpoint.npz")) as z:
+        return {name: z.read(name) for name in z.namelist() if name != "__metadata__.npy"}
+
+
+def test_train_writes_every_file(straight_run, capsys):
+    out, code = straight_run
+    assert code == 0 and RUN_FILES <= set(os.listdir(out))
+    assert load_config(os.path.join(out, "config.yaml")) == load_config(TINY)
+    history = _metrics(out)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "is_best"} <= set(history[0])
+    with open(os.path.join(out, "learning_curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["status"] == "ok" and summary["epochs_run"] == 6 and summary["wall_time_s"] > 0
+    assert summary["best_epoch"] == max(r["epoch"] for r in history if r["is_best"])
+    assert summary["test_accuracy"] > 0.8
+
+    # the summary's test accuracy is that of the checkpoint's best parameters
+    config = load_config(TINY)
+    data, model, loss = build_data(config.data), build_model(config.model), build_loss(config.loss)
+    from functional_nn.__main__ import _experiment
+
+    _, _, _, _, template = _experiment(config)
+    loaded = load_training_checkpoint(os.path.join(out, "checkpoint.npz"), template)
+    metrics = make_evaluate(model, loss)(restore_best(loaded.early_stopping, loaded.train_state), data.test.x, data.test.y)
+    assert metrics["accuracy"] == pytest.approx(summary["test_accuracy"])
+    capsys.readouterr()
+    assert main(["eval", TINY, "--out", out]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"] == pytest.approx(summary["test_accuracy"]) and evaluated["epoch"] == 6
+
+
+def test_default_run_directory_is_runs_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", TINY, "--set", "training.epochs=1", "--set", "name=one", "--no-progress"]) == 0
+    assert RUN_FILES <= set(os.listdir(tmp_path / "runs" / "one"))
+
+
+def test_config_errors_exit_with_a_message(tmp_path, capsys):
+    assert main(["train", TINY, "--out", str(tmp_path), "--set", "optimizer.learnig_rate=1"]) == 2
+    assert "optimizer.learnig_rate: unknown key; did you mean 'learning_rate'?" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_non_finite_loss_exits_naming_epoch_and_step(tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(["train", TINY, "--out", str(out), "--no-progress", "--set", "optimizer.name=sgd", "--set", "optimizer.learning_rate=1e30"])
+    assert code == 1
+    assert "non-finite (NaN/Inf) at epoch 1, step" in capsys.readouterr().err
+    with open(out / "summary.json") as f:
+        assert json.load(f)["status"] == "non_finite_loss"
+
+
+def test_resume_in_new_processes_is_bit_identical(straight_run, tmp_path):
+    out = str(tmp_path / "resumed")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    base = [sys.executable, "-m", "functional_nn", "train", TINY, "--out", out, "--no-progress"]
+    first = subprocess.run(base + ["--set", "training.epochs=3"], env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
+    second = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    straight, _ = straight_run
+    assert _metrics(out) == _metrics(straight)
+    assert _leaf_bytes(out) == _leaf_bytes(straight)

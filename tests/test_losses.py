@@ -1,0 +1,167 @@
+"""Divergences and metrics against their formulas in NumPy float64, optax, and
+closed-form gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from functional_nn import layers, losses
+
+RNG = np.random.default_rng(0)
+B, K = 6, 5
+
+
+def softmax64(logits):
+    logits = np.asarray(logits, np.float64)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def random_probabilities(shape, zero_fraction=0.0):
+    p = RNG.uniform(0.1, 1.0, shape)
+    p[RNG.uniform(size=shape) < zero_fraction] = 0.0
+    p[..., 0] += 1e-3  # no all-zero rows
+    return (p / p.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_l2_divergence_matches_formula():
+    y, d = RNG.standard_normal((B, K)).astype(np.float32), RNG.standard_normal((B, K)).astype(np.float32)
+    expected = np.mean(0.5 * np.sum((y.astype(np.float64) - d) ** 2, axis=1))
+    np.testing.assert_allclose(losses.l2_divergence(y, d), expected, rtol=1e-6)
+    # one scalar target per example: Div = ½ (y − d)²
+    np.testing.assert_allclose(losses.l2_divergence(y[:, 0], d[:, 0]), np.mean(0.5 * (y[:, 0] - d[:, 0]) ** 2), rtol=1e-6)
+
+
+def test_l2_gradient_wrt_linear_output_preactivation_is_the_error():
+    """∇_z ½‖y − d‖² = (y − d) J_y(z) = (y − d) for a linear output y = z; the
+    minibatch average divides by B. Through the dense layer z = x W + b the
+    error is propagated back: ∂Div/∂W = xᵀ (y − d)/B."""
+    layer = layers.dense(K)
+    _, params, _ = layer.init(jax.random.key(0), (B, 3))
+    x = RNG.standard_normal((B, 3)).astype(np.float32)
+    d = RNG.standard_normal((B, K)).astype(np.float32)
+
+    def divergence_of_preactivation(z):
+        return losses.l2_divergence(z, d)  # linear output: y = z
+
+    z, _ = layer.apply(params, (), x, train=True)
+    error = np.asarray(z, np.float64) - d
+    np.testing.assert_allclose(jax.grad(divergence_of_preactivation)(z), error / B, rtol=1e-5, atol=1e-7)
+
+    def divergence_of_params(params):
+        return losses.l2_divergence(layer.apply(params, (), x, train=True)[0], d)
+
+    grads = jax.grad(divergence_of_params)(params)
+    np.testing.assert_allclose(grads["w"], x.T.astype(np.float64) @ error / B, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads["b"], error.sum(0) / B, rtol=1e-5, atol=1e-6)
+
+
+def kl_formula(y, d):
+    """Σ d log d − Σ d log y per example (0 log 0 = 0), averaged over the minibatch (float64)."""
+    y, d = np.asarray(y, np.float64), np.asarray(d, np.float64)
+    terms = np.where(d > 0, d * (np.log(np.where(d > 0, d, 1.0)) - np.log(y)), 0.0)
+    return terms.sum(-1).mean()
+
+
+def test_kl_divergence_matches_formula_with_zero_targets():
+    y, d = random_probabilities((B, K)), random_probabilities((B, K), zero_fraction=0.4)
+    assert np.any(d == 0)
+    np.testing.assert_allclose(losses.kl_divergence(y, d), kl_formula(y, d), rtol=1e-5)
+    np.testing.assert_allclose(losses.kl_divergence(d, d), 0.0, atol=1e-6)
+
+
+def test_kl_divergence_gradients_are_finite_with_zero_targets_and_zero_outputs():
+    y, d = random_probabilities((B, K)), random_probabilities((B, K), zero_fraction=0.4)
+    y = np.where(d == 0, 0.0, y).astype(np.float32)  # y_i = 0 exactly where d_i = 0
+    value = losses.kl_divergence(y, d)
+    assert np.isfinite(value)
+    grad_y, grad_d = jax.grad(losses.kl_divergence, argnums=(0, 1))(y, d)
+    assert np.all(np.isfinite(grad_y)) and np.all(np.isfinite(grad_d))
+    # ∂Div/∂y_i = −d_i / (B y_i) where d_i > 0, and 0 where d_i = 0
+    expected = np.where(d > 0, -d / np.where(d > 0, y, 1.0) / B, 0.0)
+    np.testing.assert_allclose(grad_y, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_kl_divergence_with_logits_matches_formula_and_gradient():
+    logits = (5 * RNG.standard_normal((B, K))).astype(np.float32)
+    d = random_probabilities((B, K), zero_fraction=0.4)
+    np.testing.assert_allclose(losses.kl_divergence_with_logits(logits, d), kl_formula(softmax64(logits), d), rtol=1e-5)
+    grad = jax.grad(losses.kl_divergence_with_logits)(logits, d)
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, (softmax64(logits) - d) / B, rtol=1e-4, atol=1e-6)  # Σ d = 1
+
+
+def cross_entropy_formula(logits, one_hot):
+    logits = np.asarray(logits, np.float64)
+    m = logits.max(-1, keepdims=True)
+    log_y = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+    return -(one_hot * log_y).sum(-1).mean()
+
+
+def test_softmax_cross_entropy_integer_and_one_hot_labels():
+    logits = (3 * RNG.standard_normal((B, K))).astype(np.float32)
+    logits[0, 2] = 1000.0  # large logits must not overflow
+    labels = RNG.integers(0, K, B)
+    one_hot = np.eye(K, dtype=np.float32)[labels]
+    expected = cross_entropy_formula(logits, one_hot)
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, labels), expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, one_hot), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.softmax_cross_entropy(logits, labels), optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), rtol=1e-6
+    )
+    grad = jax.grad(losses.softmax_cross_entropy)(logits, labels)
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, (softmax64(logits) - one_hot) / B, rtol=1e-4, atol=1e-6)
+
+
+def test_softmax_cross_entropy_soft_targets_with_zeros():
+    logits = RNG.standard_normal((B, K)).astype(np.float32)
+    d = random_probabilities((B, K), zero_fraction=0.4)
+    np.testing.assert_allclose(losses.softmax_cross_entropy(logits, d), cross_entropy_formula(logits, d), rtol=1e-5)
+    # cross-entropy = KL + entropy of the targets
+    entropy = -np.sum(np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0), -1).mean()
+    np.testing.assert_allclose(
+        losses.softmax_cross_entropy(logits, d), losses.kl_divergence_with_logits(logits, d) + entropy, rtol=1e-5
+    )
+
+
+def test_accuracy_integer_and_one_hot():
+    logits = RNG.standard_normal((50, K)).astype(np.float32)
+    labels = RNG.integers(0, K, 50)
+    expected = np.mean(np.argmax(logits, -1) == labels)
+    np.testing.assert_allclose(losses.accuracy(logits, labels), expected)
+    np.testing.assert_allclose(losses.accuracy(logits, np.eye(K)[labels]), expected)
+
+
+PARAMS = {
+    "dense": {"w": RNG.standard_normal((3, 4)).astype(np.float32), "b": RNG.standard_normal(4).astype(np.float32)},
+    "bn": {"gamma": RNG.standard_normal(4).astype(np.float32), "beta": RNG.standard_normal(4).astype(np.float32)},
+}
+
+
+def test_l2_penalty_all_leaves_and_weights_only():
+    lam = 0.3
+    all_sq = sum(np.sum(np.asarray(p, np.float64) ** 2) for p in jax.tree.leaves(PARAMS))
+    np.testing.assert_allclose(losses.l2_penalty(PARAMS, lam), 0.5 * lam * all_sq, rtol=1e-6)
+    w_sq = np.sum(PARAMS["dense"]["w"].astype(np.float64) ** 2)
+    np.testing.assert_allclose(losses.l2_penalty(PARAMS, lam, mask=losses.weights_mask), 0.5 * lam * w_sq, rtol=1e-6)
+    explicit = {"dense": {"w": True, "b": False}, "bn": {"gamma": False, "beta": False}}
+    np.testing.assert_allclose(losses.l2_penalty(PARAMS, lam, mask=explicit), 0.5 * lam * w_sq, rtol=1e-6)
+    grads = jax.grad(losses.l2_penalty)(PARAMS, lam, losses.weights_mask)
+    np.testing.assert_allclose(grads["dense"]["w"], lam * PARAMS["dense"]["w"], rtol=1e-6)
+    np.testing.assert_array_equal(grads["dense"]["b"], np.zeros(4))
+
+
+def test_l2_penalty_traced_lambda_and_errors():
+    lams = jnp.array([0.0, 0.1, 1.0])
+    values = jax.vmap(lambda lam: losses.l2_penalty(PARAMS, lam))(lams)
+    all_sq = sum(np.sum(np.asarray(p, np.float64) ** 2) for p in jax.tree.leaves(PARAMS))
+    np.testing.assert_allclose(values, 0.5 * np.asarray(lams) * all_sq, rtol=1e-6)
+    with pytest.raises(ValueError, match="lam"):
+        losses.l2_penalty(PARAMS, -0.1)
+    with pytest.raises(ValueError, match="mask"):
+        losses.l2_penalty(PARAMS, 0.1, mask={"dense": {"w": True}})
