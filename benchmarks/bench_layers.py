@@ -11,17 +11,22 @@ Each variant is one jitted step  (x, params, running stats, ∂Div/∂ẑ) ->
   defaults (one-pass variance E[x²] − E[x]²).
 
 All variants run side by side in the same process, interleaved round by
-round; the table gives median times and ratios to flax (lower is faster),
+round (each round: the median of ``--calls`` calls per variant); the table
+gives the median over rounds of each variant's time, and the median over
+rounds of its time divided by flax's time in the same round (lower is
+faster; robust to load that changes between rounds),
 the full-size array reads/writes of the compiled program (passes over the
 data), and the relative error of the batch variance for float32 inputs with
 mean 1e4 and std 1 (reference: NumPy float64).
 
-Run:  python benchmarks/bench_layers.py [--rounds 7] [--calls 20]
+Run (from the repository root, with the package and flax installed, e.g.
+``pip install -e ".[bench]"``):  python benchmarks/bench_layers.py [--rounds 11] [--calls 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import time
@@ -120,7 +125,8 @@ def full_size_passes(fn, args, shape) -> tuple[int, int]:
         shapes[name] = out_shape
         if op in ("parameter", "tuple", "constant", "bitcast", "get-tuple-element"):
             continue
-        reads += sum(shapes.get(o.strip().lstrip("%"), "").startswith(full) for o in operands.split(","))
+        operand_names = [re.sub(r"/\*.*?\*/", "", o).strip().lstrip("%") for o in operands.split(",")]
+        reads += sum(shapes.get(o, "").startswith(full) for o in operand_names)
         writes += out_shape.startswith(full)
     return reads, writes
 
@@ -164,12 +170,12 @@ def run(rounds: int, calls: int):
         for _ in range(rounds):
             for name, (fn, args) in variants.items():
                 times[name].append(time_calls(fn, args, calls))
-        flax_time = statistics.median(times["flax.linen.BatchNorm"])
+        flax_times = times["flax.linen.BatchNorm"]
         errors = variance_relative_errors(shape)
         for name, (fn, args) in variants.items():
-            t = statistics.median(times[name])
+            ratio = statistics.median(t / f for t, f in zip(times[name], flax_times))
             reads, writes = full_size_passes(fn, args, shape)
-            rows.append((shape, name, t, t / flax_time, reads, writes, errors[name]))
+            rows.append((shape, name, statistics.median(times[name]), ratio, reads, writes, errors[name]))
     return rows
 
 
@@ -185,10 +191,12 @@ def markdown(rows) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median over rounds)")
+    parser.add_argument("--rounds", type=int, default=11, help="interleaved rounds (median over rounds)")
     parser.add_argument("--calls", type=int, default=20, help="timed calls per round (median per round)")
     args = parser.parse_args()
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} cores, load average {load:.1f}; "
+          f"{args.rounds} rounds x {args.calls} calls")
     print(markdown(run(args.rounds, args.calls)))
 
 

@@ -6,9 +6,10 @@ For each optimizer and parameter tree, both sides run the same jitted step
 
 with ``params`` and ``state`` donated (without donation every call
 page-faults fresh output buffers and runs at a fraction of the bandwidth).
-Time is *pipelined*: ``--steps`` calls back to back, one wait at the end,
-divided by ``--steps``. Rounds alternate which side goes first; the table
-gives the median over rounds. The effective bandwidth counts the bytes each
+Time is *pipelined*: calls back to back for about ``--seconds``, one wait at
+the end, divided by the number of calls. Each round times the donated copy,
+ours and optax's one after the other (rotating who goes first); the table
+gives median times and the median of the per-round ratios ours/optax. The effective bandwidth counts the bytes each
 rule must move per parameter (adam: read w, g, m, v and write w, m, v = 28 B)
 and is compared with a donated ``x + 1`` over the same tree (8 B/param),
 measured in the same run.
@@ -20,6 +21,8 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
+import collections
+import re
 import statistics
 import time
 from typing import Callable
@@ -58,6 +61,12 @@ def make_step(opt: optax.GradientTransformation):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
+def compiled_ops(step, *args) -> collections.Counter:
+    """The (shape, opcode) of every instruction XLA compiled, names ignored."""
+    text = step.lower(*args).compile().as_text()
+    return collections.Counter(re.findall(r"^\s*(?:ROOT )?%\S+ = (\S+) (\w+)\(", text, re.M))
+
+
 class Runner:
     """A compiled step with its own donated params and state."""
 
@@ -66,6 +75,7 @@ class Runner:
         self.params = jax.tree.map(jnp.copy, params)
         self.state = opt.init(self.params)
         self.grads = grads
+        self.ops = compiled_ops(self.step, self.params, self.state, self.grads)
         self.run(2)  # compile and warm up
 
     def run(self, steps: int) -> float:
@@ -96,35 +106,43 @@ class CopyRunner(Runner):
         return (time.perf_counter() - start) / steps
 
 
-def median_times(runners: list[Runner], rounds: int, steps: int) -> list[float]:
-    """Median per-step time of each runner, rotating who goes first each round."""
+def steps_for(runner: Runner, target_seconds: float) -> int:
+    """Enough pipelined steps for one timing to last about ``target_seconds``."""
+    return max(5, int(target_seconds / runner.run(5)))
+
+
+def timed_rounds(runners: list[Runner], rounds: int, target_seconds: float) -> list[list[float]]:
+    """Per-step times of each runner in every round; who goes first rotates,
+    so the runners of one round see the same machine load."""
+    steps = [steps_for(runner, target_seconds) for runner in runners]
     times: list[list[float]] = [[] for _ in runners]
     for r in range(rounds):
         order = list(range(len(runners)))
         order = order[r % len(order):] + order[: r % len(order)]
         for i in order:
-            times[i].append(runners[i].run(steps))
-    return [statistics.median(t) for t in times]
+            times[i].append(runners[i].run(steps[i]))
+    return times
 
 
-def benchmark_tree(total: int, leaves: int, names: list[str], rounds: int, steps: int) -> list[dict]:
+def benchmark_tree(total: int, leaves: int, names: list[str], rounds: int, target_seconds: float) -> list[dict]:
     params = make_tree(total, leaves)
     grads = make_tree(total, leaves, seed=1)
-    (copy_time,) = median_times([CopyRunner(params)], rounds, steps)
-    copy_bandwidth = 8 * total / copy_time
     rows = []
     for name in names:
         ours_factory, optax_factory = OPTIMIZERS[name]
-        ours = Runner(ours_factory(), params, grads)
-        reference = Runner(optax_factory(), params, grads)
-        ours_time, optax_time = median_times([ours, reference], rounds, steps)
+        runners = [CopyRunner(params), Runner(ours_factory(), params, grads), Runner(optax_factory(), params, grads)]
+        copy_times, ours_times, optax_times = timed_rounds(runners, rounds, target_seconds)
+        copy_time, ours_time, optax_time = (statistics.median(t) for t in (copy_times, ours_times, optax_times))
+        # The ratio of each round's back-to-back pair, then the median: robust to load changes.
+        ratio = statistics.median(o / r for o, r in zip(ours_times, optax_times))
         bandwidth = BYTES_PER_PARAM[name] * total / ours_time
+        copy_bandwidth = 8 * total / copy_time
         rows.append(dict(
             optimizer=name, params=total, leaves=leaves, optax_ms=optax_time * 1e3,
-            ours_ms=ours_time * 1e3, ratio=ours_time / optax_time,
+            ours_ms=ours_time * 1e3, ratio=ratio,
             bandwidth=bandwidth / 1e9, copy_bandwidth=copy_bandwidth / 1e9,
-            fraction=bandwidth / copy_bandwidth))
-        del ours, reference
+            fraction=bandwidth / copy_bandwidth, same_program=runners[1].ops == runners[2].ops))
+        del runners
     return rows
 
 
@@ -134,13 +152,14 @@ def format_params(total: int) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| optimizer | params | leaves | optax ms/step | ours ms/step | ours/optax | ours GB/s (B/param) | donated copy GB/s | % of copy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| optimizer | params | leaves | optax ms/step | ours ms/step | ours/optax | same XLA ops | ours GB/s (B/param) | donated copy GB/s | % of copy |",
+        "|---|---:|---:|---:|---:|---:|:---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['optimizer']} | {format_params(row['params'])} | {row['leaves']} "
             f"| {row['optax_ms']:.3f} | {row['ours_ms']:.3f} | {row['ratio']:.3f} "
+            f"| {'yes' if row['same_program'] else 'no'} "
             f"| {row['bandwidth']:.1f} ({BYTES_PER_PARAM[row['optimizer']]}) "
             f"| {row['copy_bandwidth']:.1f} | {100 * row['fraction']:.0f}% |")
     return "\n".join(lines)
@@ -149,8 +168,9 @@ def markdown_table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
-    parser.add_argument("--rounds", type=int, default=15, help="timed rounds per side (median taken)")
-    parser.add_argument("--steps", type=int, default=10, help="pipelined steps per round")
+    parser.add_argument("--rounds", type=int, default=21, help="timed rounds per side (median taken)")
+    parser.add_argument("--seconds", type=float, default=0.02,
+                        help="duration of one timing (pipelined steps back to back)")
     parser.add_argument("--quick", action="store_true", help="1M-parameter trees only, 5 rounds")
     args = parser.parse_args()
 
@@ -159,10 +179,11 @@ def main() -> None:
         trees, args.rounds = [(1_000_000, 20), (1_000_000, 200)], 5
     rows = []
     for total, leaves in trees:
-        rows += benchmark_tree(total, leaves, args.optimizers, args.rounds, args.steps)
+        rows += benchmark_tree(total, leaves, args.optimizers, args.rounds, args.seconds)
     device = jax.devices()[0]
     print(f"# {device.platform} ({device.device_kind}), jax {jax.__version__}, optax {optax.__version__}, "
-          f"{args.rounds} rounds x {args.steps} pipelined steps, median per step\n")
+          f"{args.rounds} rounds of ~{1e3 * args.seconds:g} ms of pipelined steps; times: median per step; "
+          f"ours/optax: median of the per-round ratios\n")
     print(markdown_table(rows))
 
 

@@ -86,7 +86,13 @@ def flax_optax(x, y):
     init_key, dropout_key, shuffle_key = jax.random.split(jax.random.key(0), 3)
     variables = model.init(init_key, x[:BATCH], train=False)
     tx = optax.adam(LR)
-    state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]), jnp.zeros((), jnp.int32), shuffle_key)
+    state = (
+        variables["params"],
+        variables["batch_stats"],
+        tx.init(variables["params"]),
+        jnp.zeros((), jnp.int32),
+        shuffle_key,
+    )
 
     def step(carry, batch):
         params, batch_stats, opt_state, count, key = carry
@@ -137,7 +143,12 @@ def torch_eager(x, y):
     layers_ = []
     width = x.shape[1]
     for _ in range(2):
-        layers_ += [torch.nn.Linear(width, HIDDEN), torch.nn.BatchNorm1d(HIDDEN, momentum=0.1), torch.nn.ReLU(), torch.nn.Dropout(RATE)]
+        layers_ += [
+            torch.nn.Linear(width, HIDDEN),
+            torch.nn.BatchNorm1d(HIDDEN, momentum=0.1),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(RATE),
+        ]
         width = HIDDEN
     model = torch.nn.Sequential(*layers_, torch.nn.Linear(width, CLASSES))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -164,7 +175,9 @@ def torch_eager(x, y):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per variant per round (rounds x epochs in all)")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="timed epochs per variant per round (rounds x epochs in all)"
+    )
     args = parser.parse_args()
 
     x, y = digits_train_split()
@@ -191,15 +204,18 @@ def main():
             times[name].append(time.perf_counter() - started)
 
     reference = statistics.median(times["flax.linen + optax"])
-    print(f"digits MLP 64-256-256-10 (batch norm, ReLU, dropout {RATE}), Adam, batch {BATCH}, "
-          f"{len(x) // BATCH} steps/epoch; {jax.devices()[0].platform}, {args.rounds} rounds x {args.epochs} epochs")
+    print(
+        f"digits MLP 64-256-256-10 (batch norm, ReLU, dropout {RATE}), Adam, batch {BATCH}, "
+        f"{len(x) // BATCH} steps/epoch; {jax.devices()[0].platform}, {args.rounds} rounds x {args.epochs} epochs"
+    )
     print()
     print("| variant | ms / epoch (median) | IQR ms | ratio to flax+optax | first call (compile) s |")
     print("|---|---|---|---|---|")
     for name, samples in times.items():
         median = statistics.median(samples)
         q1, _, q3 = statistics.quantiles(samples, n=4)
-        print(f"| {name} | {1e3 * median:.2f} | {1e3 * q1:.2f}–{1e3 * q3:.2f} | {median / reference:.2f}x | {compile_seconds[name]:.2f} |")
+        row = [name, f"{1e3 * median:.2f}", f"{1e3 * q1:.2f}–{1e3 * q3:.2f}", f"{median / reference:.2f}x"]
+        print("| " + " | ".join(row + [f"{compile_seconds[name]:.2f}"]) + " |")
 
 
 if __name__ == "__main__":

@@ -24,19 +24,35 @@ RESUMABLE_KEYS = {("training", "epochs"), ("training", "progress")}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="functional_nn", description="Train and evaluate functional_nn models from YAML configs.")
+    parser = argparse.ArgumentParser(
+        prog="functional_nn", description="Train and evaluate functional_nn models from YAML configs."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_common(sub):
         sub.add_argument("config", help="YAML config file (see configs/)")
-        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (YAML syntax); repeatable")
-        sub.add_argument("--out", default=None, metavar="DIR", help="run directory (default: runs/<name> under the current directory)")
+        sub.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override a config value (YAML syntax); repeatable",
+        )
+        sub.add_argument(
+            "--out",
+            default=None,
+            metavar="DIR",
+            help="run directory (default: runs/<name> under the current directory)",
+        )
 
     train = commands.add_parser("train", help="train a model")
     add_common(train)
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     progress = train.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
+    progress.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
+    )
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
 
     evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint on the test split")
@@ -96,9 +112,45 @@ def _experiment(config):
     return data, model, loss, optimizer, train_state
 
 
+def _compiled_epoch(config, model, loss, optimizer, augment):
+    """The jitted epoch: on one device, or (``training.devices`` != 1) data-parallel
+    through ``functional_nn.train.parallel.make_parallel_train_epoch``."""
+    from functional_nn.config import ConfigError
+    from functional_nn.train import make_train_epoch
+
+    training = config.training
+    if training.devices == 1:
+        return make_train_epoch(model, loss, optimizer, training.batch_size, augment=augment, unroll=training.unroll)
+    try:
+        from functional_nn.train.parallel import make_parallel_train_epoch
+    except ImportError as e:
+        raise ConfigError(f"training.devices={training.devices!r}: data parallelism is not available ({e})") from None
+    return make_parallel_train_epoch(
+        model, loss, optimizer, training.batch_size, devices=training.devices, augment=augment, unroll=training.unroll
+    )
+
+
+def run_summary(config, history: list, test_metrics: dict, wall_time_s: float) -> dict:
+    """``summary.json``: test metrics, the best epoch and its metrics, epochs run, wall time."""
+    from functional_nn.train import best_epoch
+
+    best = best_epoch(history)
+    at_best = next((r for r in history if r["epoch"] == best), history[-1] if history else {})
+    return {
+        "name": config.name,
+        "status": "ok",
+        **test_metrics,
+        "best_epoch": best,
+        "epochs_run": len(history),
+        "stopped_early": len(history) < config.training.epochs,
+        **{f"best_{k}": v for k, v in at_best.items() if k.startswith(("train_", "val_"))},
+        "wall_time_s": wall_time_s,
+    }
+
+
 def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
     from functional_nn.config import build_augment, build_early_stopping, dump_config
-    from functional_nn.train import NonFiniteLossError, best_epoch, fit, make_evaluate, make_train_epoch
+    from functional_nn.train import NonFiniteLossError, fit, make_evaluate
     from functional_nn.train.checkpoint import atomic_write_bytes
 
     if resume:
@@ -108,7 +160,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
     data, model, loss, optimizer, train_state = _experiment(config)
     training = config.training
     augment = build_augment(training, data.image_shape)
-    epoch_fn = make_train_epoch(model, loss, optimizer, training.batch_size, augment=augment, unroll=training.unroll)
+    epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment)
     evaluate = make_evaluate(model, loss, chunk_size=training.eval_chunk_size)
     checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
     try:
@@ -128,24 +180,18 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
         )
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
-        _write_json(os.path.join(directory, SUMMARY_FILE), {"status": "non_finite_loss", "message": str(e), "epoch": e.epoch, "step": e.step})
+        _write_json(
+            os.path.join(directory, SUMMARY_FILE),
+            {"status": "non_finite_loss", "message": str(e), "epoch": e.epoch, "step": e.step},
+        )
         return 1
-    test = {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
+    test = (
+        {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
+    )
     from functional_nn.train.plotting import plot_learning_curves
 
     plot_learning_curves(history, os.path.join(directory, PLOT_FILE), title=config.name)
-    best = best_epoch(history)
-    at_best = next((r for r in history if r["epoch"] == best), history[-1] if history else {})
-    summary = {
-        "name": config.name,
-        "status": "ok",
-        **test,
-        "best_epoch": best,
-        "epochs_run": len(history),
-        "stopped_early": len(history) < training.epochs,
-        **{f"best_{k}": v for k, v in at_best.items() if k.startswith(("train_", "val_"))},
-        "wall_time_s": time.perf_counter() - started,
-    }
+    summary = run_summary(config, history, test, time.perf_counter() - started)
     _write_json(os.path.join(directory, SUMMARY_FILE), summary)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
     print(json.dumps(shown))

@@ -28,6 +28,7 @@ import difflib
 import inspect
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any, Union
 import yaml
 
 from functional_nn._validation import check_in_range
+from functional_nn.layers.core import INITIALIZERS as _LAYER_INITIALIZERS
 
 # --------------------------------------------------------------------------
 # errors
@@ -101,8 +103,9 @@ LOSSES = ("softmax_cross_entropy", "kl_divergence_with_logits", "kl_divergence",
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adadelta", "adam", "adamw", "rprop", "sign_sgd")
 MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 
+INITIALIZERS = tuple(_LAYER_INITIALIZERS)
+
 # name -> {argument: check}; the first argument is the one ``- name: value`` sets.
-INITIALIZERS = ("lecun_normal", "lecun_uniform", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "zeros", "ones")
 LAYERS = {
     "dense": {"out_dim": AT_LEAST_ONE, "w_init": one_of(*INITIALIZERS), "b_init": one_of(*INITIALIZERS)},
     "relu": {},
@@ -121,7 +124,17 @@ LAYERS = {
     "dropout": {"rate": FRACTION, "mode": one_of("inverted", "scale_at_test")},
 }
 LAYER_ARG_ALIASES = {"features": "out_dim"}  # dense's argument as flax names it
-LAYER_ARG_TYPES = {"w_init": str, "b_init": str, "out_dim": int, "eps": float, "ema_decay": float, "rate": float, "stats": str, "mode": str, "axis_name": (str, type(None))}
+LAYER_ARG_TYPES = {
+    "w_init": str,
+    "b_init": str,
+    "out_dim": int,
+    "eps": float,
+    "ema_decay": float,
+    "rate": float,
+    "stats": str,
+    "mode": str,
+    "axis_name": (str, type(None)),
+}
 
 MASK_ARGUMENTS = ("mask", "weight_decay_mask")  # set from optimizer.decay_mask
 
@@ -146,7 +159,7 @@ class DataConfig:
 
     name: str = _checked("digits", one_of(*DATASETS))
     path: str | None = None
-    seed: int = 0
+    seed: int = _checked(0, NONNEGATIVE)
     val_fraction: float = _checked(0.1, FRACTION)
     test_fraction: float = _checked(0.2, FRACTION)
     standardize: str = _checked("feature", one_of("feature", "global", "none"))
@@ -227,7 +240,7 @@ class TrainingConfig:
 
     epochs: int = _checked(10, AT_LEAST_ONE)
     batch_size: int = _checked(64, AT_LEAST_ONE)
-    seed: int = 0
+    seed: int = _checked(0, NONNEGATIVE)
     early_stopping: EarlyStoppingConfig | None = None
     augmentation: AugmentationConfig | None = None
     checkpoint_every: int = _checked(1, AT_LEAST_ONE)
@@ -258,7 +271,14 @@ SECTIONS = {f.name for f in dataclasses.fields(Config)}
 
 
 def _type_name(tp) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping", type(None): "null"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        dict: "a mapping",
+        type(None): "null",
+    }
     if typing.get_origin(tp) in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if dataclasses.is_dataclass(tp):
@@ -336,7 +356,7 @@ def normalize_layer(entry, path: str) -> dict:
     if isinstance(entry, str):
         entry = {"type": entry}
     elif isinstance(entry, dict) and "type" not in entry and len(entry) == 1:
-        (name, args), = entry.items()
+        ((name, args),) = entry.items()
         if isinstance(args, dict):
             entry = {"type": name, **args}
         elif args is None:
@@ -354,7 +374,9 @@ def normalize_layer(entry, path: str) -> dict:
 def parse_layer(entry: dict, path: str) -> LayerConfig:
     name = entry["type"]
     if name not in LAYERS:
-        raise _value_error(f"{path}.type", name, f"unknown layer{_closest(name, LAYERS)} (accepted: {', '.join(LAYERS)})")
+        raise _value_error(
+            f"{path}.type", name, f"unknown layer{_closest(name, LAYERS)} (accepted: {', '.join(LAYERS)})"
+        )
     spec, args = LAYERS[name], {}
     for key, value in entry.items():
         if key == "type":
@@ -381,7 +403,9 @@ def parse_model(raw, path: str = "model") -> ModelConfig:
     layers = raw.get("layers")
     if not isinstance(layers, list) or not layers:
         raise _value_error(f"{path}.layers", layers, "must be a non-empty list of layers")
-    return ModelConfig(tuple(parse_layer(normalize_layer(e, f"{path}.layers.{i}"), f"{path}.layers.{i}") for i, e in enumerate(layers)))
+    return ModelConfig(
+        tuple(parse_layer(normalize_layer(e, f"{path}.layers.{i}"), f"{path}.layers.{i}") for i, e in enumerate(layers))
+    )
 
 
 def _optimizer_alias(name: str):
@@ -425,7 +449,9 @@ def parse_schedule(raw, path: str) -> ScheduleConfig | None:
     for key in raw:
         if key not in accepted:
             raise unknown_key_error(path, key, ["name", *accepted])
-    missing = [p for p, v in parameters.items() if v.default is inspect.Parameter.empty and p != filled and p not in raw]
+    missing = [
+        p for p, v in parameters.items() if v.default is inspect.Parameter.empty and p != filled and p not in raw
+    ]
     if missing:
         raise ConfigError(f"{path}: schedule {name!r} needs {', '.join(missing)}")
     return ScheduleConfig(name, raw)
@@ -446,7 +472,9 @@ def parse_optimizer(raw, path: str = "optimizer") -> OptimizerConfig:
             raise unknown_key_error(path, key, [*own, "schedule", *extra_names])
         hyperparameters[key] = _convert(_hyperparameter_type(extra_names[key]), value, f"{path}.{key}")
     config = parse_section(OptimizerConfig, section, path)
-    return dataclasses.replace(config, schedule=parse_schedule(raw.get("schedule"), f"{path}.schedule"), hyperparameters=hyperparameters)
+    return dataclasses.replace(
+        config, schedule=parse_schedule(raw.get("schedule"), f"{path}.schedule"), hyperparameters=hyperparameters
+    )
 
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
@@ -568,6 +596,8 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
             raise unknown_key_error("", key, SECTIONS)
     default_name = os.path.splitext(os.path.basename(source))[0] if source else Config.name
     name = _convert(str, raw.get("name", default_name), "name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise _value_error("name", name, "must be a run name of letters, digits, '_', '.', '-' (it names runs/<name>)")
     config = Config(
         name=name,
         data=parse_section(DataConfig, raw.get("data"), "data"),
@@ -628,7 +658,12 @@ def build_data(data: DataConfig):
     """The :class:`~functional_nn.data.DataSplits` the section describes."""
     from functional_nn import data as datasets
 
-    common = dict(seed=data.seed, val_fraction=data.val_fraction, test_fraction=data.test_fraction, standardize_mode=data.standardize)
+    common = dict(
+        seed=data.seed,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        standardize_mode=data.standardize,
+    )
     if data.name == "digits":
         return datasets.load_digits(**common)
     if data.name == "spirals":
@@ -719,11 +754,20 @@ def build_optimizer(optimizer: OptimizerConfig, hparams: dict | None = None):
 
     hparams = dict(hparams or {})
     alias_names = alias_hyperparameters(optimizer.name)
-    _check_hparam_names("optimizer", hparams, ["learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm", *alias_names])
-    value = lambda name: hparams.get(name, getattr(optimizer, name))  # noqa: E731
+    _check_hparam_names(
+        "optimizer", hparams, ["learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm", *alias_names]
+    )
+
+    def value(name):
+        return hparams.get(name, getattr(optimizer, name))
+
     mask = _decay_mask(optimizer.decay_mask)
     parts = []
-    for name, transform in (("clip", optim.clip), ("clip_by_norm", optim.clip_by_norm), ("clip_by_global_norm", optim.clip_by_global_norm)):
+    for name, transform in (
+        ("clip", optim.clip),
+        ("clip_by_norm", optim.clip_by_norm),
+        ("clip_by_global_norm", optim.clip_by_global_norm),
+    ):
         if value(name) is not None:
             parts.append(transform(value(name)))
     if "l2" in hparams or optimizer.l2 != 0.0:
@@ -747,14 +791,17 @@ def build_augment(training: TrainingConfig, image_shape=None):
         return None
     if (augmentation.shift or augmentation.flip) and image_shape is None:
         raise ConfigError("training.augmentation: shift/flip need image data (this data set has no image shape)")
-    return make_augment(shift=augmentation.shift, noise_std=augmentation.noise_std, flip=augmentation.flip, image_shape=image_shape)
+    return make_augment(
+        shift=augmentation.shift, noise_std=augmentation.noise_std, flip=augmentation.flip, image_shape=image_shape
+    )
 
 
 def build_early_stopping(training: TrainingConfig):
-    """The ``EarlyStopping`` settings (no stopping, still tracking the best epoch, when the section is absent)."""
+    """The ``EarlyStopping`` settings. Without the section: never stop, keep the
+    last parameters (the best epoch on ``val_loss`` is still reported)."""
     from functional_nn.train import EarlyStopping
 
     settings = training.early_stopping
     if settings is None:
-        return EarlyStopping(patience=None)
+        return EarlyStopping(patience=None, restore_best=False)
     return EarlyStopping(settings.patience, settings.min_delta, settings.monitor, settings.mode, settings.restore_best)

@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
+import zipfile
+
 import pytest
 
-from functional_nn.__main__ import main
+from functional_nn.__main__ import _experiment, main
 from functional_nn.config import build_data, build_loss, build_model, load_config
 from functional_nn.train import load_training_checkpoint, make_evaluate, restore_best
 from functional_nn.train.checkpoint import load_pytrees
@@ -35,9 +35,8 @@ def _metrics(directory):
 
 
 def _leaf_bytes(directory):
-    trees, _ = load_pytrees(os.path.join(directory, "checkpoint.npz"), {})
-    import zipfile
-
+    """Every stored array's bytes (the metadata, which holds the history, is compared separately)."""
+    load_pytrees(os.path.join(directory, "checkpoint.npz"), {})  # verifies the file
     with zipfile.ZipFile(os.path.join(directory, "checkpoint.npz")) as z:
         return {name: z.read(name) for name in z.namelist() if name != "__metadata__.npy"}
 
@@ -60,11 +59,11 @@ def test_train_writes_every_file(straight_run, capsys):
     # the summary's test accuracy is that of the checkpoint's best parameters
     config = load_config(TINY)
     data, model, loss = build_data(config.data), build_model(config.model), build_loss(config.loss)
-    from functional_nn.__main__ import _experiment
-
     _, _, _, _, template = _experiment(config)
     loaded = load_training_checkpoint(os.path.join(out, "checkpoint.npz"), template)
-    metrics = make_evaluate(model, loss)(restore_best(loaded.early_stopping, loaded.train_state), data.test.x, data.test.y)
+    metrics = make_evaluate(model, loss)(
+        restore_best(loaded.early_stopping, loaded.train_state), data.test.x, data.test.y
+    )
     assert metrics["accuracy"] == pytest.approx(summary["test_accuracy"])
     capsys.readouterr()
     assert main(["eval", TINY, "--out", out]) == 0
@@ -87,22 +86,34 @@ def test_config_errors_exit_with_a_message(tmp_path, capsys):
 
 def test_non_finite_loss_exits_naming_epoch_and_step(tmp_path, capsys):
     out = tmp_path / "nan"
-    code = main(["train", TINY, "--out", str(out), "--no-progress", "--set", "optimizer.name=sgd", "--set", "optimizer.learning_rate=1e30"])
+    code = main(
+        [
+            "train",
+            TINY,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "optimizer.name=sgd",
+            "--set",
+            "optimizer.learning_rate=1e30",
+        ]
+    )
     assert code == 1
     assert "non-finite (NaN/Inf) at epoch 1, step" in capsys.readouterr().err
     with open(out / "summary.json") as f:
         assert json.load(f)["status"] == "non_finite_loss"
 
 
-def test_resume_in_new_processes_is_bit_identical(straight_run, tmp_path):
+def test_resume_in_a_new_process_is_bit_identical(straight_run, tmp_path):
     out = str(tmp_path / "resumed")
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    base = [sys.executable, "-m", "functional_nn", "train", TINY, "--out", out, "--no-progress"]
-    first = subprocess.run(base + ["--set", "training.epochs=3"], env=env, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
+    assert main(["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=3"]) == 0
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
-    second = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0, second.stderr
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "functional_nn", "train", TINY, "--out", out, "--no-progress", "--resume"]
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr and "after epoch 3" in resumed.stderr
     straight, _ = straight_run
     assert _metrics(out) == _metrics(straight)
     assert _leaf_bytes(out) == _leaf_bytes(straight)

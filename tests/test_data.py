@@ -204,7 +204,12 @@ def test_random_shift_matches_numpy_shifts():
     out = np.asarray(_shift(jax.random.key(1), images.reshape(32, 30))).reshape(32, 5, 6)
     shifts_used = set()
     for image, result in zip(images, out):
-        matches = [(di, dj) for di in range(-2, 3) for dj in range(-2, 3) if np.array_equal(result, _numpy_shift(image, di, dj, 2))]
+        matches = [
+            (di, dj)
+            for di in range(-2, 3)
+            for dj in range(-2, 3)
+            if np.array_equal(result, _numpy_shift(image, di, dj, 2))
+        ]
         assert matches, "output is not a shifted copy of its input"
         shifts_used.add(matches[0])
     assert len(shifts_used) > 5  # drawn per example

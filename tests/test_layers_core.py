@@ -93,9 +93,10 @@ eval_apply = jax.jit(functools.partial(MODEL.apply, train=False))
 
 @pytest.fixture(scope="module")
 def model_init():
-    return MODEL.init(jax.random.key(0), SHAPE)
+    return jax.jit(MODEL.init, static_argnums=1)(jax.random.key(0), SHAPE)
 
 
+@functools.partial(jax.jit, static_argnums=3)
 def manual_forward(params, state, x, train, key):
     """The same network written out layer by layer, with key k_i = split(key, 7)[i]."""
     keys = jax.random.split(key, 7) if key is not None else [None] * 7

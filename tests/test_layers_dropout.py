@@ -71,12 +71,12 @@ def test_folding_alpha_into_next_dense_gives_the_same_eval_output():
         layers.dense(16), layers.relu, layers.dropout(RATE, mode="scale_at_test"), layers.dense(5)
     )
     without_dropout = layers.serial(layers.dense(16), layers.relu, layers.dense(5))
-    _, params, state = with_dropout.init(jax.random.key(0), (8, 7))
+    _, params, state = jax.jit(with_dropout.init, static_argnums=1)(jax.random.key(0), (8, 7))
     x = jax.random.normal(jax.random.key(1), (8, 7))
 
-    y, _ = with_dropout.apply(params, state, x, train=False)
+    y, _ = jax.jit(functools.partial(with_dropout.apply, train=False))(params, state, x)
     folded = (params[0], params[1], dropout.fold_into_dense(params[3], RATE))
-    y_folded, _ = without_dropout.apply(folded, ((), (), ()), x, train=False)
+    y_folded, _ = jax.jit(functools.partial(without_dropout.apply, train=False))(folded, ((), (), ()), x)
 
     np.testing.assert_allclose(y_folded, y, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(folded[2]["w"], (1 - RATE) * np.asarray(params[3]["w"]), rtol=1e-7)

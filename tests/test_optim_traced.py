@@ -181,3 +181,34 @@ def test_runs_under_jit_with_donated_params_and_state(name):
             assert all(leaf.is_deleted() for leaf in inputs), "donated buffers should be consumed"
     for ours, expected in zip(jax.tree.leaves(params), jax.tree.leaves(undonated_results()[name])):
         np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_traced_float64_hyperparameters_keep_float32_params_and_state():
+    """Under x64, float64 traced hyperparameters must not promote float32 leaves."""
+    with jax.enable_x64(True):
+        params = {"w": jnp.ones(3, jnp.float32)}
+        grads = {"w": jnp.asarray([0.5, -1.0, 0.0], jnp.float32)}
+
+        def two_updates(hp):
+            optimizers = [
+                optim.sgd(hp, momentum=hp), optim.rmsprop(hp, decay=hp, eps=hp, momentum=hp),
+                optim.rmsprop(hp, centered=True, eps_in_sqrt=False, bias_correction=True),
+                optim.adagrad(hp, eps=hp), optim.adadelta(hp, rho=hp, eps=hp, weight_decay=hp),
+                optim.adam(hp, b1=hp, b2=hp, eps=hp, eps_root=hp, nesterov=True),
+                optim.adamw(hp, weight_decay=hp), optim.sign_sgd(hp),
+                optim.rprop(hp, eta_minus=hp, eta_plus=1 + hp, min_step_size=hp, max_step_size=1 + hp),
+                optim.chain(optim.clip(hp), optim.clip_by_norm(hp), optim.clip_by_global_norm(hp),
+                            optim.add_l2_penalty(hp)),
+            ]
+            outputs = []
+            for opt in optimizers:
+                state = opt.init(params)
+                for _ in range(2):
+                    updates, state = opt.update(grads, state, params)
+                outputs.append((updates, state))
+            return outputs
+
+        outputs = jax.jit(two_updates)(jnp.float64(0.5))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(outputs):
+            expected = jnp.int32 if "count" in jax.tree_util.keystr(path) else jnp.float32
+            assert leaf.dtype == expected, jax.tree_util.keystr(path)

@@ -23,9 +23,18 @@ from functional_nn.train import checkpoint as checkpoint_module
 def _state(seed: int) -> TrainState:
     rng = np.random.default_rng(seed)
     params = ({"w": rng.standard_normal((3, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}, ())
-    model_state = ((), {"mean": jnp.asarray(rng.standard_normal(4), jnp.bfloat16), "count": jnp.asarray(seed, jnp.int32)})
+    model_state = (
+        (),
+        {"mean": jnp.asarray(rng.standard_normal(4), jnp.bfloat16), "count": jnp.asarray(seed, jnp.int32)},
+    )
     opt_state = (jnp.asarray(7 + seed, jnp.int32), jax.tree.map(jnp.asarray, params))
-    return TrainState(jax.tree.map(jnp.asarray, params), model_state, opt_state, jnp.asarray(5 * seed, jnp.int32), jax.random.key(seed))
+    return TrainState(
+        jax.tree.map(jnp.asarray, params),
+        model_state,
+        opt_state,
+        jnp.asarray(5 * seed, jnp.int32),
+        jax.random.key(seed),
+    )
 
 
 def _bits(tree):

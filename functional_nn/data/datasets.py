@@ -293,7 +293,12 @@ def load_idx_directory(
         raise FileNotFoundError(f"IDX data directory {directory!r} does not exist")
     paths = {
         stem: _find_idx_file(directory, stem)
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        for stem in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
     }
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
         if paths[stem] is None:

@@ -28,7 +28,12 @@ def clip(max_delta: Any) -> GradientTransformation:
       max_delta: the bound ``c > 0``.
     """
     _validation.check_positive("max_delta", max_delta)
-    return base.stateless(lambda g: jnp.clip(g, -max_delta, max_delta))
+
+    def clip_leaf(g):
+        bound = cast_scalar(max_delta, g.dtype)
+        return jnp.clip(g, -bound, bound)
+
+    return base.stateless(clip_leaf)
 
 
 def _safe_sqrt(squared_norm: jax.Array) -> jax.Array:

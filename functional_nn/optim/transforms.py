@@ -188,6 +188,7 @@ class ScaleByStddevWithCountState(NamedTuple):
 
 def _inverse_root(second_moment, eps, eps_in_sqrt):
     """``1/√(s + ε)`` (ε inside the root) or ``1/(√s + ε)`` (outside)."""
+    eps = cast_scalar(eps, second_moment.dtype)
     if eps_in_sqrt:
         return jax.lax.rsqrt(second_moment + eps)
     return 1 / (jnp.sqrt(second_moment) + eps)
@@ -367,6 +368,7 @@ class ScaleByAdaDeltaState(NamedTuple):
 
 
 def _adadelta_leaf(g, e_g, e_x, rho, eps):
+    eps = cast_scalar(eps, g.dtype)
     e_g = _moving_average(rho, e_g, g * g)
     step = (jnp.sqrt(e_x + eps) / jnp.sqrt(e_g + eps)) * g
     e_x = _moving_average(rho, e_x, step * step)
@@ -422,6 +424,7 @@ def _adam_leaf(g, m, v, *, b1, b2, eps, eps_root, corrections, nesterov, mu_dtyp
     else:
         m_hat = _corrected(m, correction_1)
     v_hat = _corrected(v, correction_2)
+    eps, eps_root = cast_scalar(eps, v.dtype), cast_scalar(eps_root, v.dtype)
     direction = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
     if mu_dtype is not None:
         m = m.astype(mu_dtype)
@@ -503,6 +506,9 @@ class ScaleByRpropState(NamedTuple):
 
 
 def _rprop_leaf(g, step_size, prev_sign, eta_minus, eta_plus, min_step_size, max_step_size):
+    eta_minus, eta_plus, min_step_size, max_step_size = (
+        cast_scalar(value, step_size.dtype)
+        for value in (eta_minus, eta_plus, min_step_size, max_step_size))
     sign = jnp.sign(g)
     agreement = sign * prev_sign  # +1 same sign, -1 flipped, 0 no information
     factor = jnp.where(agreement > 0, eta_plus, eta_minus)

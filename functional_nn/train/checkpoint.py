@@ -19,7 +19,6 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 from typing import Any, NamedTuple
 
 import jax
@@ -136,7 +135,9 @@ def _read_entries(path: str) -> dict:
         with np.load(path, allow_pickle=False) as f:
             return {name: f[name] for name in f.files}
     except Exception as e:  # BadZipFile (truncated), CRC errors (corrupt), format errors
-        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt and cannot be read ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"checkpoint {path!r} is truncated or corrupt and cannot be read ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _read_header(path: str, entries: dict) -> dict:
@@ -147,7 +148,9 @@ def _read_header(path: str, entries: dict) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path!r} has corrupt metadata ({e})") from e
     if header.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has format version {header.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has format version {header.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     return header
 
 
@@ -222,7 +225,11 @@ def save_training_checkpoint(path: str, checkpoint: TrainingCheckpoint) -> None:
         {
             "epoch": checkpoint.epoch,
             "history": checkpoint.history,
-            "early_stopping": {"best_value": stopping.best_value, "best_epoch": stopping.best_epoch, "wait": stopping.wait},
+            "early_stopping": {
+                "best_value": stopping.best_value,
+                "best_epoch": stopping.best_epoch,
+                "wait": stopping.wait,
+            },
         },
     )
 

@@ -34,7 +34,9 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, epoch: int, step: int, global_step: int, checkpoint_path: str | None, history: list):
         self.epoch, self.step, self.global_step = epoch, step, global_step
         self.checkpoint_path, self.history = checkpoint_path, history
-        where = f"the last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path else "no checkpoint was written"
+        where = (
+            f"the last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path else "no checkpoint was written"
+        )
         super().__init__(
             f"training loss became non-finite (NaN/Inf) at epoch {epoch}, step {step} of the epoch "
             f"(global step {global_step}); stopped, {where}"
@@ -51,7 +53,15 @@ def _progress_bar(enabled: bool | None, epochs: int, start_epoch: int):
     from tqdm import tqdm
 
     enabled = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(total=epochs, initial=start_epoch, desc="epochs", unit="epoch", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=epochs,
+        initial=start_epoch,
+        desc="epochs",
+        unit="epoch",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def _epoch_record(epoch: int, train_metrics: dict, val_metrics: dict | None, seconds: float) -> dict:
@@ -77,11 +87,17 @@ def _append_metrics_line(path: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _resume(checkpoint_path, train_state, history, stopping_state):
+def _resume(checkpoint_path, train_state, history, stopping_state, log):
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
+        log(f"resume: no checkpoint at {checkpoint_path}; starting from scratch")
         return train_state, 0, history, stopping_state
     loaded = load_training_checkpoint(checkpoint_path, train_state)
+    log(f"resumed from {checkpoint_path} after epoch {loaded.epoch}")
     return loaded.train_state, loaded.epoch, loaded.history, loaded.early_stopping
+
+
+def _already_stopped(settings: EarlyStopping, state: EarlyStoppingState) -> bool:
+    return settings.patience is not None and state.wait >= settings.patience
 
 
 def fit(
@@ -119,15 +135,18 @@ def fit(
     touching the last checkpoint. ``progress=None`` shows a tqdm bar only when
     stderr is a terminal.
     """
-    settings = validate_early_stopping(early_stopping or EarlyStopping())
-    if settings.monitor.startswith("val_") and val is None:
-        settings = settings._replace(monitor="train_" + settings.monitor[4:])
+    settings = _monitored(validate_early_stopping(early_stopping or EarlyStopping()), val)
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
     log = log or _default_log
     history, stopping_state, start_epoch = [], EarlyStoppingState(), 0
     if resume:
-        train_state, start_epoch, history, stopping_state = _resume(checkpoint_path, train_state, history, stopping_state)
+        train_state, start_epoch, history, stopping_state = _resume(
+            checkpoint_path, train_state, history, stopping_state, log
+        )
+        if _already_stopped(settings, stopping_state):
+            log(f"resume: training had stopped early at epoch {start_epoch}; nothing to do")
+            epochs = start_epoch
     if metrics_path is not None:
         write_metrics_lines(metrics_path, history)
 
@@ -139,34 +158,56 @@ def fit(
             started = time.perf_counter()
             train_state, metrics = epoch_fn(train_state, x, y)
             metrics = jax.device_get(metrics)
-            bad_step = int(metrics["first_nonfinite_step"])
-            if bad_step >= 0:
-                raise NonFiniteLossError(epoch, bad_step, steps_done + bad_step, _existing(checkpoint_path), history)
+            _check_finite(metrics, epoch, steps_done, checkpoint_path, history)
             steps_done = int(train_state.step)
             val_metrics = evaluate_fn(train_state, val.x, val.y) if (val is not None and evaluate_fn) else None
             record = _epoch_record(epoch, metrics, val_metrics, time.perf_counter() - started)
-            if settings.monitor not in record:
-                raise ValueError(f"early_stopping.monitor={settings.monitor!r} is not a metric; available: {sorted(record)}")
-            stopping_state, stop, improved = update_early_stopping(settings, stopping_state, record[settings.monitor], epoch, train_state)
-            record["is_best"] = improved
+            stopping_state, stop, record["is_best"] = update_early_stopping(
+                settings, stopping_state, _monitored_value(settings, record), epoch, train_state
+            )
             history.append(record)
             if metrics_path is not None:
                 _append_metrics_line(metrics_path, record)
             if checkpoint_path is not None and (stop or epoch == epochs or epoch % checkpoint_every == 0):
-                save_training_checkpoint(checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state))
-            bar.update(1)
-            bar.set_postfix(_postfix(record), refresh=False)
-            if stop:
-                log(
-                    f"early stopping at epoch {epoch}: {settings.monitor} did not improve for {settings.patience} "
-                    f"epochs; best epoch {stopping_state.best_epoch} ({settings.monitor}={stopping_state.best_value:.6g})"
+                save_training_checkpoint(
+                    checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state)
                 )
+            bar.set_postfix(_postfix(record), refresh=False)
+            bar.update(1)
+            if stop:
+                log(_early_stop_message(settings, stopping_state, epoch))
                 break
     finally:
         bar.close()
     if settings.restore_best:
         train_state = restore_best(stopping_state, train_state)
     return train_state, history
+
+
+def _monitored(settings: EarlyStopping, val) -> EarlyStopping:
+    """Without validation data, ``val_<metric>`` falls back to ``train_<metric>``."""
+    if settings.monitor.startswith("val_") and val is None:
+        return settings._replace(monitor="train_" + settings.monitor[4:])
+    return settings
+
+
+def _monitored_value(settings: EarlyStopping, record: dict) -> float:
+    if settings.monitor not in record:
+        raise ValueError(f"early_stopping.monitor={settings.monitor!r} is not a metric; available: {sorted(record)}")
+    return record[settings.monitor]
+
+
+def _check_finite(metrics: dict, epoch: int, steps_done: int, checkpoint_path, history: list) -> None:
+    bad_step = int(metrics["first_nonfinite_step"])
+    if bad_step >= 0:
+        raise NonFiniteLossError(epoch, bad_step, steps_done + bad_step, _existing(checkpoint_path), history)
+
+
+def _early_stop_message(settings: EarlyStopping, state: EarlyStoppingState, epoch: int) -> str:
+    return (
+        f"early stopping at epoch {epoch}: {settings.monitor} did not improve for {settings.patience} epochs; "
+        f"best epoch {state.best_epoch} ({settings.monitor}={state.best_value:.6g})"
+    )
 
 
 def _existing(path):

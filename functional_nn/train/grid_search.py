@@ -314,6 +314,27 @@ def _chosen_train_state(run: GridRun, column: int, restore_best: bool) -> TrainS
     return train_state._replace(params=stopping.best_params, model_state=stopping.best_model_state)
 
 
+def setting_train_state(result: "SearchResult", index: int, *, best: bool = True) -> TrainState:
+    """Setting ``index``'s train state: its best epoch's weights (``best=True``) or its last."""
+    for group, run in zip(result.groups, result.runs):
+        if index in group.indices:
+            return _chosen_train_state(run, group.indices.index(index), best)
+    raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
+
+
+def evaluate_setting(result: "SearchResult", config: Config, index: int, split, *, best: bool = True, cache: dict | None = None) -> dict:
+    """Metrics of setting ``index`` on ``split`` (a ``Split``), in eval mode. For
+    reports only: selection has already been made on validation data. ``cache``
+    (a dict the caller keeps) reuses one compiled evaluation per distinct model."""
+    setting_config = concrete_config(config, result.settings[index])
+    key = repr((setting_config.model, setting_config.loss, setting_config.training.eval_chunk_size))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        model, loss = build_model(setting_config.model), build_loss(setting_config.loss)
+        cache[key] = make_evaluate(model, loss, chunk_size=setting_config.training.eval_chunk_size)
+    return cache[key](setting_train_state(result, index, best=best), split.x, split.y)
+
+
 def concrete_config(config: Config, setting: dict) -> Config:
     """The full config of one setting (every grid value set)."""
     raw = config_to_dict(config)

@@ -158,19 +158,6 @@ def evaluate_chunks(eval_sums: Callable, params, model_state, chunks: Validation
     return metrics
 
 
-def init_stopping(train_state: TrainState) -> GridStopping:
-    """No best value yet (NaN), nothing stopped; W* starts as the initial weights."""
-    return GridStopping(
-        best_value=jnp.array(jnp.nan, jnp.float32),
-        best_epoch=jnp.zeros((), jnp.int32),
-        wait=jnp.zeros((), jnp.int32),
-        stopped=jnp.zeros((), bool),
-        diverged=jnp.zeros((), bool),
-        best_params=train_state.params,
-        best_model_state=train_state.model_state,
-    )
-
-
 def improves_on(rule: EarlyStopping, mode: str, best: jax.Array, value: jax.Array) -> jax.Array:
     """v improves on v* by more than δ; any finite v improves on no best (NaN)."""
     better = value < best - rule.min_delta if mode == "min" else value > best + rule.min_delta
@@ -226,17 +213,44 @@ def make_setting_epoch(build: Build, batch_size: int, rule: EarlyStopping, *, au
     return setting_epoch
 
 
-def make_setting_init(build: Build, input_shape) -> Callable:
-    """``setting_init(hparams, key) -> carry``: the network initialised from ``key``
-    (the same weights for every setting, as separate runs with one seed) and
-    the optimizer built from the setting's hyperparameters."""
+def broadcast_to_grid(tree, size: int):
+    """Every leaf repeated along a new leading grid axis of length S."""
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (size,) + jnp.shape(a)), tree)
 
-    def setting_init(hparams, key):
-        model, _, optimizer = build(hparams)
-        train_state = init_train_state(model, optimizer, key, input_shape)
-        return GridCarry(train_state, init_stopping(train_state))
 
-    return setting_init
+def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) -> GridCarry:
+    """The first carry: every setting starts from the same weights, as separate
+    runs seeded with ``key`` would (``key`` is split into the initialisation key
+    and the train state's key exactly as :func:`~functional_nn.train.init_train_state`
+    does); each setting's optimizer state is initialised with its own
+    hyperparameters (``jax.vmap``). No best value yet (NaN), nothing stopped.
+
+    Runs eagerly: the network is initialised once (its initial weights must
+    not depend on the hyperparameters), and eager JAX reuses the compiled
+    random-number kernels for later grids and ``fit`` runs with the same shapes.
+    """
+    size = check_hparams(hparams)
+    model = build(setting_tree(hparams, 0))[0]
+    init_key, train_key = jax.random.split(key)
+    _, params, model_state = model.init(init_key, tuple(input_shape))
+    opt_state = jax.vmap(lambda h: build(h)[2].init(params))(hparams)
+    train_state = TrainState(
+        params=broadcast_to_grid(params, size),
+        model_state=broadcast_to_grid(model_state, size),
+        opt_state=opt_state,
+        step=jnp.zeros((size,), jnp.int32),
+        key=broadcast_to_grid(train_key, size),
+    )
+    stopping = GridStopping(
+        best_value=jnp.full((size,), jnp.nan, jnp.float32),
+        best_epoch=jnp.zeros((size,), jnp.int32),
+        wait=jnp.zeros((size,), jnp.int32),
+        stopped=jnp.zeros((size,), bool),
+        diverged=jnp.zeros((size,), bool),
+        best_params=train_state.params,
+        best_model_state=train_state.model_state,
+    )
+    return GridCarry(train_state, stopping)
 
 
 # --------------------------------------------------------------------------
@@ -296,35 +310,29 @@ def check_hparams(hparams: dict) -> int:
 
 
 class GridProgram(NamedTuple):
-    """``init(hparams, key) -> carry`` and ``epoch(hparams, carry, epoch, x, d, val)
-    -> (carry, metrics)``, both vmapped over the grid axis and compiled (sharded
-    over ``mesh`` when given); ``place(hparams, carry_or_none, x, d, val)`` puts
-    the inputs where the program expects them."""
+    """``epoch(hparams, carry, epoch, x, d, val) -> (carry, metrics)``, vmapped
+    over the grid axis and compiled (sharded over ``mesh`` when given)."""
 
-    init: Callable
     epoch: Callable
     mesh: Any
 
 
-def compile_grid_program(build: Build, input_shape, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1, devices=None) -> GridProgram:
-    """The vmapped, jit-compiled init and epoch (the epoch donates its carry)."""
-    setting_init = make_setting_init(build, input_shape)
+def compile_grid_program(build: Build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1, devices=None) -> GridProgram:
+    """The vmapped, jit-compiled epoch (it donates its carry)."""
     setting_epoch = make_setting_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
-    grid_init = jax.vmap(setting_init, in_axes=(0, None))
     grid_epoch = jax.vmap(setting_epoch, in_axes=(0, 0, None, None, None, None))
     if devices is None:
-        return GridProgram(jax.jit(grid_init), jax.jit(grid_epoch, donate_argnums=(1,)), None)
+        return GridProgram(jax.jit(grid_epoch, donate_argnums=(1,)), None)
     mesh = grid_mesh(devices)
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(GRID_AXIS))
     whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    init = jax.jit(grid_init, in_shardings=(split, whole), out_shardings=split)
     epoch = jax.jit(
         grid_epoch,
         in_shardings=(split, split, whole, whole, whole, whole),
         out_shardings=(split, split),
         donate_argnums=(1,),
     )
-    return GridProgram(init, epoch, mesh)
+    return GridProgram(epoch, mesh)
 
 
 def place_replicated(program: GridProgram, tree):
@@ -418,10 +426,10 @@ def run_grid(
     hparams = pad_grid(hparams, padded_size(size, chosen))
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]
-    program = compile_grid_program(build, input_shape, batch_size, rule, augment=augment, unroll=unroll, devices=chosen)
+    program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen)
+    carry = place_split(program, init_grid_carry(build, hparams, key, input_shape))
     hparams = place_split(program, hparams)
     x, targets, chunks = place_replicated(program, (x, targets, validation_chunks(val.x, val.y, eval_chunk_size)))
-    carry = program.init(hparams, key)
     return _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress)
 
 

@@ -128,7 +128,7 @@ def plot_heatmap(rows: list, row_key: str, column_key: str, metric: str, path: s
     figure = _figure(1.2 + 1.1 * len(column_values), 1.2 + 0.6 * len(row_values))
     axes = figure.subplots()
     axes.set_facecolor("0.8")
-    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="viridis", aspect="auto")
+    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="viridis", aspect="auto", norm=_color_norm(matrix))
     figure.colorbar(image, ax=axes, label=metric)
     for (i, j), value in np.ndenumerate(matrix):
         axes.text(j, i, "diverged" if np.isnan(value) else f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
@@ -142,6 +142,16 @@ def plot_heatmap(rows: list, row_key: str, column_key: str, metric: str, path: s
     if title:
         axes.set_title(title)
     figure.savefig(path, dpi=100)
+
+
+def _color_norm(matrix: np.ndarray):
+    """A logarithmic color scale when the finite values are positive and span more than 100x."""
+    from matplotlib.colors import LogNorm
+
+    finite = matrix[np.isfinite(matrix)]
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
+        return LogNorm(finite.min(), finite.max())
+    return None
 
 
 def _outline(i: int, j: int):

@@ -91,10 +91,6 @@ def make_eval_step(model, loss: Callable):
     return eval_sums
 
 
-def _next_power_of_two(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
 def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
     pad = [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
     return np.pad(a, pad)
@@ -103,9 +99,9 @@ def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
 def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
     """``evaluate(train_state, x, d) -> {"loss", "accuracy"?}`` (Python floats).
 
-    Runs the data in chunks of ``chunk_size`` examples (smaller sets: the next
-    power of two), the last one padded and masked, so one compiled function
-    serves data sets of many sizes (validation and test alike).
+    Runs the data in chunks of exactly ``chunk_size`` examples, the last one
+    padded and masked, so one compiled function serves data sets of every size
+    (validation and test alike).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be >= 1")
@@ -115,12 +111,13 @@ def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
         x, targets = np.asarray(x), np.asarray(targets)
         if len(x) == 0:
             raise ValueError("cannot evaluate on an empty data set")
-        size = min(chunk_size, _next_power_of_two(len(x)))
-        totals = None
+        size, totals = chunk_size, None
         for start in range(0, len(x), size):
             xc, tc = x[start : start + size], targets[start : start + size]
             mask = _pad_to(np.ones(len(xc), np.float32), size)
-            sums = jax.device_get(eval_sums(train_state.params, train_state.model_state, _pad_to(xc, size), _pad_to(tc, size), mask))
+            sums = jax.device_get(
+                eval_sums(train_state.params, train_state.model_state, _pad_to(xc, size), _pad_to(tc, size), mask)
+            )
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
         return summarize_sums(totals)
 
