@@ -16,6 +16,7 @@ measured in the same run.
 
     python benchmarks/bench_optim.py            # full table (about a minute)
     python benchmarks/bench_optim.py --quick    # smaller trees, fewer rounds
+    python benchmarks/bench_optim.py --control  # optax vs optax: the noise floor
 """
 
 from __future__ import annotations
@@ -124,12 +125,15 @@ def timed_rounds(runners: list[Runner], rounds: int, target_seconds: float) -> l
     return times
 
 
-def benchmark_tree(total: int, leaves: int, names: list[str], rounds: int, target_seconds: float) -> list[dict]:
+def benchmark_tree(total: int, leaves: int, names: list[str], rounds: int, target_seconds: float,
+                   control: bool = False) -> list[dict]:
     params = make_tree(total, leaves)
     grads = make_tree(total, leaves, seed=1)
     rows = []
     for name in names:
         ours_factory, optax_factory = OPTIMIZERS[name]
+        if control:  # A/A: optax against itself shows the timing noise floor
+            ours_factory = optax_factory
         runners = [CopyRunner(params), Runner(ours_factory(), params, grads), Runner(optax_factory(), params, grads)]
         copy_times, ours_times, optax_times = timed_rounds(runners, rounds, target_seconds)
         copy_time, ours_time, optax_time = (statistics.median(t) for t in (copy_times, ours_times, optax_times))
@@ -172,6 +176,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.02,
                         help="duration of one timing (pipelined steps back to back)")
     parser.add_argument("--quick", action="store_true", help="1M-parameter trees only, 5 rounds")
+    parser.add_argument("--control", action="store_true",
+                        help="A/A run: optax in the 'ours' column too, to see the noise floor of the ratio")
     args = parser.parse_args()
 
     trees = [(1_000_000, 20), (10_000_000, 20), (1_000_000, 200)]
@@ -179,8 +185,10 @@ def main() -> None:
         trees, args.rounds = [(1_000_000, 20), (1_000_000, 200)], 5
     rows = []
     for total, leaves in trees:
-        rows += benchmark_tree(total, leaves, args.optimizers, args.rounds, args.seconds)
+        rows += benchmark_tree(total, leaves, args.optimizers, args.rounds, args.seconds, args.control)
     device = jax.devices()[0]
+    if args.control:
+        print("# CONTROL RUN: the 'ours' column is optax too\n")
     print(f"# {device.platform} ({device.device_kind}), jax {jax.__version__}, optax {optax.__version__}, "
           f"{args.rounds} rounds of ~{1e3 * args.seconds:g} ms of pipelined steps; times: median per step; "
           f"ours/optax: median of the per-round ratios\n")

@@ -26,7 +26,7 @@ from functional_nn.config import (
 from functional_nn.data import DataSplits, Split
 from functional_nn.train import EarlyStopping, EarlyStoppingState, fit, init_train_state, make_evaluate, make_train_epoch
 from functional_nn.train.early_stopping import update_early_stopping
-from functional_nn.train.grid_search import expand_grid, grid_search, group_settings, split_keys, validate_grid
+from functional_nn.train.grid_search import evaluate_setting, expand_grid, grid_search, group_settings, split_keys, validate_grid
 from functional_nn.train.search_engine import GridStopping, update_stopping
 
 LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3]  # <= 1e-3: see issue 5 (Adam and biases before batch norm)
@@ -125,10 +125,8 @@ def test_selection_uses_validation_never_test_data():
     assert honest.best_index == fooled.best_index == 1  # lr=0.5 learns; lr=0 does not; lr=1e9 diverges
     np.testing.assert_equal(fooled.rows, honest.rows)  # nothing about the test split reached training or selection
     assert fooled.rows[2]["status"] == "diverged" and math.isnan(fooled.rows[2]["best_val_loss"])
-    model = build_model(config.model)
-    untrained = init_train_state(model, build_optimizer(config.optimizer), jax.random.key(0), (32, 2))
-    untrained_on_test = make_evaluate(model, build_loss(config.loss))(untrained, adversarial.test.x, adversarial.test.y)["accuracy"]
-    assert fooled.test_metrics["test_accuracy"] < untrained_on_test  # test would have chosen lr=0
+    untrained_on_test = evaluate_setting(fooled, config, 0, adversarial.test)["accuracy"]  # lr=0: the initial weights
+    assert fooled.test_metrics["test_accuracy"] < untrained_on_test  # selecting on test would have chosen lr=0
 
 
 # --------------------------------------------------------------------------

@@ -43,7 +43,7 @@ import numpy as np
 
 from functional_nn.train.early_stopping import EarlyStopping, resolved_mode, validate_early_stopping
 from functional_nn.train.epoch import make_epoch
-from functional_nn.train.state import TrainState, init_train_state
+from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_eval_step, make_train_step
 
 GRID_AXIS = "grid"
@@ -250,7 +250,8 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
         best_params=train_state.params,
         best_model_state=train_state.model_state,
     )
-    return GridCarry(train_state, stopping)
+    # one buffer per leaf: the epoch donates the carry, and W* starts as a copy of W
+    return jax.tree.map(jnp.copy, GridCarry(train_state, stopping))
 
 
 # --------------------------------------------------------------------------
