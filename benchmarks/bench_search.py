@@ -205,7 +205,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="runs per strategy; the best time is reported")
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
-    config = load_config(CONFIG, [("training.epochs", args.epochs)])
+    # no augmentation: the flax+optax reference has none, and (a)-(c) must train the same networks
+    config = load_config(CONFIG, [("training.epochs", args.epochs), ("training.augmentation", None)])
     data = build_data(config.data)
     strategies = [
         ("(a) fresh optimizer + compile per setting", ours_fresh_compile_per_setting, flax_fresh_compile_per_setting),

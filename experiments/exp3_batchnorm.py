@@ -33,17 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import (  # noqa: E402
-    build_data,
-    build_early_stopping,
-    build_loss,
-    build_model,
-    build_optimizer,
-    config_to_dict,
-    parse_config,
-)
+from functional_nn.config import build_data, build_loss, build_model, config_to_dict, parse_config  # noqa: E402
 from functional_nn.layers import recompute_statistics  # noqa: E402
-from functional_nn.train import fit, init_train_state, make_evaluate, make_train_epoch  # noqa: E402
+from functional_nn.train import make_evaluate  # noqa: E402
 from functional_nn.train.grid_search import concrete_config, grid_search, setting_train_state  # noqa: E402
 from functional_nn.train.search_report import markdown_table  # noqa: E402
 
@@ -75,20 +67,20 @@ def with_stats(config, stats: str):
     return parse_config(raw)
 
 
-def fit_once(config, data):
-    """``fit`` of one concrete config (what ``python -m functional_nn train`` does)."""
-    model, loss, optimizer = build_model(config.model), build_loss(config.loss), build_optimizer(config.optimizer)
-    batch = config.training.batch_size
-    state = init_train_state(model, optimizer, jax.random.key(config.training.seed), (batch,) + data.train.x.shape[1:])
-    evaluate = make_evaluate(model, loss)
-    state, _ = fit(state, make_train_epoch(model, loss, optimizer, batch), evaluate, data.train, data.val,
-                   epochs=config.training.epochs, early_stopping=build_early_stopping(config.training), progress=False, log=lambda _: None)
-    return model, state, evaluate
+def retrain_with_cumulative_statistics(best_config, data):
+    """The selected setting trained again with the notes' cumulative rule for the
+    running statistics. Training itself normalises with batch statistics, so the
+    weights follow the same path; only the test-time statistics differ."""
+    config = with_stats(best_config, "cumulative")
+    result = grid_search(config, {"optimizer.learning_rate": [config.optimizer.learning_rate]}, data=data, progress=False)
+    return result.best_train_state
 
 
 def test_time_statistics(best_config, ema_state, data) -> dict:
     """Test accuracy of the selected BN network with three kinds of statistics."""
-    model, cumulative_state, evaluate = fit_once(with_stats(best_config, "cumulative"), data)
+    cumulative_state = retrain_with_cumulative_statistics(best_config, data)
+    model, loss = build_model(best_config.model), build_loss(best_config.loss)
+    evaluate = make_evaluate(model, loss)
     batch = best_config.training.batch_size
     count = len(data.train.x) // batch
     batches = [data.train.x[i * batch:(i + 1) * batch] for i in range(count)]

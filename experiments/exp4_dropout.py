@@ -46,7 +46,7 @@ SMOKE = [
     ("training.epochs", 2),
     ("model.layers.0.out_dim", 8),
     ("model.layers.3.out_dim", 8),
-    ("search", {"model.layers.2.rate": [0.0, 0.5], "model.layers.5.rate": [0.5]}),
+    ("search", {"model.layers.2.rate": [0.5], "model.layers.5.rate": [0.5]}),
 ]
 
 

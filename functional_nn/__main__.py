@@ -5,6 +5,9 @@ resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png`
 ``checkpoint.npz`` and ``summary.json`` (test metrics, best epoch, wall time).
 ``--resume`` continues from that directory's checkpoint. ``eval`` evaluates a
 run's checkpoint on the test split; ``search`` runs the config's grid search.
+``training.devices: all | N`` trains data-parallel over that many devices
+(``functional_nn.train.parallel``); ``train --distributed`` first joins a
+multi-host job with ``jax.distributed.initialize``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.npz"
 PLOT_FILE = "learning_curves.png"
 SUMMARY_FILE = "summary.json"
-RESUMABLE_KEYS = {("training", "epochs"), ("training", "progress")}
+# keys a --resume may change: the epoch budget, the progress bar and the device
+# count (checkpoints hold host arrays, so a run moves between device counts)
+RESUMABLE_KEYS = {("training", "epochs"), ("training", "progress"), ("training", "devices")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    add_distributed(train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint on the test split")
     add_common(evaluate)
@@ -63,6 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="grid search over the config's search section")
     add_common(search)
     return parser
+
+
+def add_distributed(sub) -> None:
+    """Options to run one process of a multi-host job (``jax.distributed.initialize``)."""
+    group = sub.add_argument_group("several hosts (one process per host, each running the same command)")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first; unset values come from $JAX_COORDINATOR_ADDRESS "
+        "or the cluster environment (SLURM, Open MPI, Kubernetes, Cloud TPU)",
+    )
+    group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT", help="process 0's address")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0..N-1")
+
+
+def initialize_distributed(args) -> None:
+    """Join the multi-host job; afterwards ``jax.devices()`` lists every host's
+    devices and ``training.devices: all`` spans them all."""
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=args.coordinator_address, num_processes=args.num_processes, process_id=args.process_id
+    )
 
 
 def run_directory(config, out: str | None) -> str:
@@ -112,22 +142,48 @@ def _experiment(config):
     return data, model, loss, optimizer, train_state
 
 
-def _compiled_epoch(config, model, loss, optimizer, augment):
-    """The jitted epoch: on one device, or (``training.devices`` != 1) data-parallel
-    through ``functional_nn.train.parallel.make_parallel_train_epoch``."""
+def _data_mesh(config):
+    """The data-parallel mesh of ``training.devices`` (``None`` for 1 device)."""
     from functional_nn.config import ConfigError
+
+    devices = config.training.devices
+    if devices == 1:
+        return None
+    from functional_nn.train.parallel import check_batch_divisible, make_data_mesh
+
+    try:
+        mesh = make_data_mesh(devices)
+        check_batch_divisible(config.training.batch_size, mesh)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return mesh
+
+
+def _compiled_epoch(config, model, loss, optimizer, augment, mesh=None):
+    """The jitted epoch: on one device, or data-parallel over ``mesh``
+    (``training.devices`` != 1) through ``functional_nn.train.parallel``."""
     from functional_nn.train import make_train_epoch
 
     training = config.training
-    if training.devices == 1:
+    if mesh is None:
         return make_train_epoch(model, loss, optimizer, training.batch_size, augment=augment, unroll=training.unroll)
-    try:
-        from functional_nn.train.parallel import make_parallel_train_epoch
-    except ImportError as e:
-        raise ConfigError(f"training.devices={training.devices!r}: data parallelism is not available ({e})") from None
+    from functional_nn.train.parallel import make_parallel_train_epoch
+
     return make_parallel_train_epoch(
-        model, loss, optimizer, training.batch_size, devices=training.devices, augment=augment, unroll=training.unroll
+        model, loss, optimizer, training.batch_size, devices=mesh, augment=augment, unroll=training.unroll
     )
+
+
+def _evaluate_fn(config, model, loss, mesh=None):
+    """Evaluation in chunks, each split over ``mesh``'s devices when there is one."""
+    from functional_nn.train import make_evaluate
+
+    chunk_size = config.training.eval_chunk_size
+    if mesh is None:
+        return make_evaluate(model, loss, chunk_size=chunk_size)
+    from functional_nn.train.parallel import make_parallel_evaluate
+
+    return make_parallel_evaluate(model, loss, mesh, chunk_size=chunk_size)
 
 
 def run_summary(config, history: list, test_metrics: dict, wall_time_s: float) -> dict:
@@ -150,18 +206,19 @@ def run_summary(config, history: list, test_metrics: dict, wall_time_s: float) -
 
 def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
     from functional_nn.config import build_augment, build_early_stopping, dump_config
-    from functional_nn.train import NonFiniteLossError, fit, make_evaluate
+    from functional_nn.train import NonFiniteLossError, fit
     from functional_nn.train.checkpoint import atomic_write_bytes
 
     if resume:
         _check_resumed_config(config, directory)
+    mesh = _data_mesh(config)
     os.makedirs(directory, exist_ok=True)
     atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
     data, model, loss, optimizer, train_state = _experiment(config)
     training = config.training
     augment = build_augment(training, data.image_shape)
-    epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment)
-    evaluate = make_evaluate(model, loss, chunk_size=training.eval_chunk_size)
+    epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment, mesh)
+    evaluate = _evaluate_fn(config, model, loss, mesh)
     checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
     try:
         train_state, history = fit(
@@ -177,6 +234,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
             metrics_path=os.path.join(directory, METRICS_FILE),
             resume=resume,
             progress=training.progress if progress is None else progress,
+            mesh=mesh,
         )
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -221,6 +279,8 @@ def search_command(config, directory: str) -> int:
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    if getattr(args, "distributed", False):
+        initialize_distributed(args)
     from functional_nn.config import ConfigError, load_config
     from functional_nn.train import CheckpointError
 

@@ -47,15 +47,12 @@ def _config(**sections):
     return parse_config(raw)
 
 
-def _fit_one(config, data, evaluate=None):
-    """What ``python -m functional_nn train`` does for one concrete config (a fresh
-    optimizer and a fresh compile of the epoch; ``evaluate`` may be shared)."""
-    model, loss, optimizer = build_model(config.model), build_loss(config.loss), build_optimizer(config.optimizer)
-    batch = config.training.batch_size
-    state = init_train_state(model, optimizer, jax.random.key(config.training.seed), (batch,) + data.train.x.shape[1:])
-    epoch = make_train_epoch(model, loss, optimizer, batch)
-    evaluate = evaluate or make_evaluate(model, loss)
-    state, history = fit(state, epoch, evaluate, data.train, data.val, epochs=config.training.epochs,
+def _fit_one(config, data, model, initial_state, evaluate):
+    """What ``python -m functional_nn train`` does for one concrete config: a fresh
+    optimizer and a fresh compile of its epoch, then ``fit``."""
+    loss, optimizer = build_loss(config.loss), build_optimizer(config.optimizer)
+    epoch = make_train_epoch(model, loss, optimizer, config.training.batch_size)
+    state, history = fit(initial_state, epoch, evaluate, data.train, data.val, epochs=config.training.epochs,
                          early_stopping=build_early_stopping(config.training), progress=False)
     return state, history, evaluate
 
@@ -67,8 +64,14 @@ def vmapped_and_separate():
 
     data = build_data(config.data)
     result = grid_search(config, data=data)
-    evaluate = make_evaluate(build_model(config.model), build_loss(config.loss))  # one compiled evaluation for all runs
-    separate = [_fit_one(_config(optimizer={"name": "adam", "learning_rate": lr}), data, evaluate) for lr in LEARNING_RATES]
+    model, loss = build_model(config.model), build_loss(config.loss)
+    evaluate = make_evaluate(model, loss)  # one compiled evaluation for all runs
+    # Adam's initial state (count, m = v = 0) does not depend on η: one init_train_state serves all four runs.
+    initial = init_train_state(model, build_optimizer(config.optimizer), jax.random.key(config.training.seed), (32, 2))
+    separate = []
+    for lr in LEARNING_RATES:
+        state = jax.tree.map(jnp.copy, initial)  # fit's epoch donates its input
+        separate.append(_fit_one(_config(optimizer={"name": "adam", "learning_rate": lr}), data, model, state, evaluate))
     return result, separate, data
 
 
@@ -113,6 +116,7 @@ def _shift_labels(split: Split, classes: int) -> Split:
 
 def test_selection_uses_validation_never_test_data():
     config = _config(optimizer={"name": "sgd"}, training={"epochs": 3, "batch_size": 32},
+                     model={"layers": [{"dense": 16}, "relu", {"dense": 3}]},
                      search={"optimizer.learning_rate": [0.0, 0.5, 1.0e9]})
     from functional_nn.config import build_data
 
@@ -233,6 +237,7 @@ def test_cli_search_writes_table_summary_and_plot(tmp_path):
 
     raw = copy.deepcopy(BASE)
     raw["training"] = {"epochs": 2, "batch_size": 32}
+    raw["model"] = {"layers": [{"dense": 8}, "relu", {"dense": 3}]}
     raw["search"] = {"optimizer.learning_rate": [1e-3, 1e-2], "optimizer.l2": [0.0, 1e-3]}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(raw))

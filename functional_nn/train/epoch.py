@@ -30,12 +30,15 @@ def summarize_steps(step_metrics: dict) -> dict:
     return summary
 
 
-def make_epoch(step, batch_size: int, *, unroll: int = 1):
+def make_epoch(step, batch_size: int, *, unroll: int = 1, batch_sharding=None):
     """A pure ``epoch(train_state, x, d) -> (train_state, metrics)``.
 
     Splits the state's key into a shuffle key and the key carried on, cuts a
     fresh permutation of (x, d) into ⌊N/B⌋ minibatches (see
     ``functional_nn.data.batching``) and scans ``step`` over them.
+    ``batch_sharding`` (data parallelism, see ``functional_nn.train.parallel``)
+    constrains the stacked minibatches (K, B, ...), e.g. to split each
+    minibatch's B examples over devices.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
@@ -43,6 +46,8 @@ def make_epoch(step, batch_size: int, *, unroll: int = 1):
     def epoch(train_state: TrainState, x, targets):
         shuffle_key, key = jax.random.split(train_state.key)
         batches = shuffled_batches(shuffle_key, x, targets, batch_size)
+        if batch_sharding is not None:
+            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
         train_state, step_metrics = jax.lax.scan(step, train_state._replace(key=key), batches, unroll=unroll)
         return train_state, summarize_steps(step_metrics)
 

@@ -115,6 +115,7 @@ def fit(
     resume: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    mesh=None,
 ):
     """Train for up to ``epochs`` epochs; returns ``(train_state, history)``.
 
@@ -134,6 +135,14 @@ def fit(
     run). A NaN/Inf training loss raises :class:`NonFiniteLossError` without
     touching the last checkpoint. ``progress=None`` shows a tqdm bar only when
     stderr is a terminal.
+
+    ``mesh`` (a ``jax.sharding.Mesh`` with a ``data`` axis, or a device count
+    ``"all"`` | n) trains data-parallel: ``epoch_fn`` must then be the
+    sharded epoch for the same devices (see
+    :func:`functional_nn.train.parallel.make_parallel_train_epoch`), and the
+    training data and the (fresh or resumed) train state are placed on the
+    mesh, replicated, once. Checkpoints hold host arrays, so a checkpoint
+    written with any number of devices resumes with any other.
     """
     settings = _monitored(validate_early_stopping(early_stopping or EarlyStopping()), val)
     if not isinstance(epochs, int) or epochs < 1:
@@ -150,7 +159,7 @@ def fit(
     if metrics_path is not None:
         write_metrics_lines(metrics_path, history)
 
-    x, y = jax.device_put(np.asarray(train.x)), jax.device_put(np.asarray(train.y))
+    x, y, train_state, mesh = _placed(train, train_state, mesh)
     steps_done = int(train_state.step)
     bar = _progress_bar(progress, epochs, start_epoch)
     try:
@@ -181,7 +190,26 @@ def fit(
         bar.close()
     if settings.restore_best:
         train_state = restore_best(stopping_state, train_state)
+        if mesh is not None:
+            train_state = _parallel().place_replicated(train_state, mesh)
     return train_state, history
+
+
+def _parallel():
+    from functional_nn.train import parallel
+
+    return parallel
+
+
+def _placed(train, train_state, mesh):
+    """(x, d, train state, mesh): on the default device, or replicated over the data mesh."""
+    x, y = np.asarray(train.x), np.asarray(train.y)
+    if mesh is None:
+        return jax.device_put(x), jax.device_put(y), train_state, None
+    parallel = _parallel()
+    mesh = parallel.make_data_mesh(mesh)
+    x, y, train_state = parallel.place_replicated((x, y, train_state), mesh)
+    return x, y, train_state, mesh
 
 
 def _monitored(settings: EarlyStopping, val) -> EarlyStopping:

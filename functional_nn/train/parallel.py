@@ -37,7 +37,7 @@ contributes its own devices' shards).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +88,17 @@ def resolve_devices(devices: Any = "all") -> list:
     raise ValueError(f"training.devices={devices!r}: must be 'all', an integer >= 1, a list of devices or a Mesh")
 
 
+def _check_every_process_takes_part(devices: list, setting) -> list:
+    """On several hosts every process runs the same program, so each must own devices of the mesh."""
+    processes = {d.process_index for d in devices}
+    if len(processes) != jax.process_count():
+        raise ValueError(
+            f"training.devices={setting!r}: the mesh has devices of {len(processes)} of the {jax.process_count()} "
+            "processes; every process must take part (use 'all')"
+        )
+    return devices
+
+
 def make_data_mesh(devices: Any = "all") -> Mesh:
     """A one-axis mesh named ``data`` over ``devices`` (see :func:`resolve_devices`);
     a ``Mesh`` is returned as it is if it has a ``data`` axis (other axes are
@@ -96,7 +107,8 @@ def make_data_mesh(devices: Any = "all") -> Mesh:
         if DATA_AXIS not in devices.axis_names:
             raise ValueError(f"mesh axes {devices.axis_names}: a data-parallel mesh needs an axis named {DATA_AXIS!r}")
         return devices
-    return Mesh(np.array(resolve_devices(devices)), (DATA_AXIS,))
+    chosen = _check_every_process_takes_part(resolve_devices(devices), devices)
+    return Mesh(np.array(chosen), (DATA_AXIS,))
 
 
 def data_axis_size(mesh: Mesh) -> int:
@@ -122,10 +134,13 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
     """Each device must hold the same number B/n of examples of the global batch."""
     n = data_axis_size(mesh)
-    if not isinstance(batch_size, int) or batch_size < 1 or batch_size % n:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"training.batch_size={batch_size!r} must be an integer >= 1")
+    if batch_size % n:
+        nearest = max(n, round(batch_size / n) * n)
         raise ValueError(
-            f"training.batch_size={batch_size!r} must be a multiple of the device count {n}: the global batch "
-            f"is split evenly over the {n} devices (use e.g. {max(n, (batch_size // n) * n if isinstance(batch_size, int) else n)})"
+            f"training.batch_size={batch_size} is not divisible by the device count {n}: the global batch is "
+            f"split evenly over the {n} devices of the 'data' axis; use a multiple of {n} (e.g. {nearest})"
         )
 
 
@@ -247,7 +262,3 @@ def make_parallel_evaluate(model, loss: Callable, devices: Any = "all", *, chunk
 
     return evaluate
 
-
-def describe_mesh(mesh: Mesh) -> Sequence[str]:
-    """One line per device of the mesh (for logs)."""
-    return [f"{DATA_AXIS}[{i}]: {d}" for i, d in enumerate(mesh.devices.flat)]
