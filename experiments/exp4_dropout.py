@@ -63,7 +63,7 @@ def measure(result, config, data) -> list:
     """Eval-mode metrics of every setting's last-epoch weights on the three splits."""
     cache, rows = {}, []
     for index, setting in enumerate(result.settings):
-        metrics = {split: evaluate_setting(result, config, index, getattr(data, split), best=False, cache=cache) for split in ("train", "val", "test")}
+        metrics = {split: evaluate_setting(result, config, index, getattr(data, split), cache=cache) for split in ("train", "val", "test")}
         rows.append({
             "rate 1": setting[RATE_KEYS[0]],
             "rate 2": setting[RATE_KEYS[1]],
@@ -81,7 +81,7 @@ def measure(result, config, data) -> list:
 def folded_weights_difference(result, config, index: int, x) -> float:
     """max |logits(scale activations by α) − logits(W_test = α W, no scaling)| of a scale-at-test network."""
     setting_config = concrete_config(config, result.settings[index])
-    state = setting_train_state(result, index, best=False)
+    state = setting_train_state(result, index)
     scaled, _ = build_model(setting_config.model).apply(state.params, state.model_state, x, train=False)
     layers = setting_config.model.layers
     params = list(state.params)

@@ -85,8 +85,10 @@ def test_vmapped_grid_of_learning_rates_equals_separate_fit_runs(vmapped_and_sep
         assert [r["epoch"] for r in got] == [r["epoch"] for r in history]
         assert result.rows[index]["epochs_run"] == len(history)
         assert result.rows[index]["best_epoch"] == max(r["epoch"] for r in history if r["is_best"])
+        # float32 tolerance, loosened by Adam: it amplifies rounding noise in the gradient of the
+        # dense bias before batch norm (zero in exact arithmetic; issue 5), which grows over the epochs
         for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            np.testing.assert_allclose([r[metric] for r in got], [r[metric] for r in history], rtol=1e-5, atol=2e-5, err_msg=metric)
+            np.testing.assert_allclose([r[metric] for r in got], [r[metric] for r in history], rtol=2e-4, atol=2e-5, err_msg=metric)
 
 
 def test_selected_setting_has_the_fit_runs_best_weights_and_test_metrics(vmapped_and_separate):
@@ -102,7 +104,7 @@ def test_selected_setting_has_the_fit_runs_best_weights_and_test_metrics(vmapped
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert np.max(np.abs(first_bias(result.best_train_state.params) - first_bias(state.params))) < 1e-2
     want = evaluate(state, data.test.x, data.test.y)
-    np.testing.assert_allclose(result.test_metrics["test_loss"], want["loss"], rtol=1e-4)
+    np.testing.assert_allclose(result.test_metrics["test_loss"], want["loss"], rtol=5e-4)  # see the tolerance note above
     np.testing.assert_allclose(result.test_metrics["test_accuracy"], want["accuracy"], atol=1.0 / len(data.test.x) + 1e-9)
 
 
@@ -146,7 +148,7 @@ def test_vectorized_early_stopping_matches_fits_rule(mode, min_delta, patience):
     rule = EarlyStopping(patience=patience, min_delta=min_delta, mode=mode, monitor="val_loss")
     params = {"w": jnp.zeros(())}
     step = jax.jit(jax.vmap(lambda s, v, e, p: update_stopping(rule, mode, s, v, jnp.bool_(False), e, p), in_axes=(0, 0, None, 0)))
-    stopping = jax.vmap(lambda _: GridStopping(jnp.float32(jnp.nan), jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False), params, ()))(jnp.arange(3))
+    stopping = jax.vmap(lambda _: GridStopping(jnp.float32(jnp.nan), jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False), jnp.int32(0), params, ()))(jnp.arange(3))
     stopped_at = np.zeros(3, int)
     for epoch, column in enumerate(values.T, start=1):
         train_states = jax.vmap(lambda v: jax.tree.map(lambda _: v, _State({"w": 0.0}, ())))(jnp.asarray(column))
@@ -164,7 +166,7 @@ def test_vectorized_early_stopping_matches_fits_rule(mode, min_delta, patience):
         assert stopped_at[row] == reference_stop
         if reference.best_epoch:
             np.testing.assert_allclose(stopping.best_value[row], reference.best_value)
-            np.testing.assert_allclose(stopping.best_params["w"][row], reference.best_params["w"])  # W* of the best epoch
+            np.testing.assert_allclose(stopping.kept_params["w"][row], reference.best_params["w"])  # W* of the best epoch
 
 
 class _State:

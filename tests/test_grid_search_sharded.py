@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
     raw["training"]["devices"] = 4  # the config's switch
     four = grid_search(parse_config(raw))
     carry = four.runs[0].carry
-    leaves = jax.tree.leaves(carry.train_state.params) + jax.tree.leaves(carry.stopping.best_params)
+    leaves = jax.tree.leaves(carry.train_state.params) + jax.tree.leaves(carry.stopping.kept_params)
     print(json.dumps({
         "device_count": jax.device_count(),
         "grid_size": four.runs[0].size,

@@ -55,7 +55,8 @@ from functional_nn.config import (
 )
 from functional_nn.train import search_report
 from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees
-from functional_nn.train.search_engine import GridRun, run_grid, setting_tree
+from functional_nn.train.search_engine import GridRun, run_grid
+from functional_nn.train.search_engine import setting_train_state as engine_setting_train_state
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_evaluate
 
@@ -306,23 +307,16 @@ def select_best(rows: list, monitor: str, mode: str) -> int:
     return int(np.argmin(values) if mode == "min" else np.argmax(values))
 
 
-def _chosen_train_state(run: GridRun, column: int, restore_best: bool) -> TrainState:
-    train_state = setting_tree(run.carry.train_state, column)
-    if not restore_best or int(run.best_epoch[column]) == 0:
-        return train_state
-    stopping = setting_tree(run.carry.stopping, column)
-    return train_state._replace(params=stopping.best_params, model_state=stopping.best_model_state)
-
-
-def setting_train_state(result: "SearchResult", index: int, *, best: bool = True) -> TrainState:
-    """Setting ``index``'s train state: its best epoch's weights (``best=True``) or its last."""
+def setting_train_state(result: "SearchResult", index: int) -> TrainState:
+    """Setting ``index``'s train state as ``fit`` would return it (best epoch's
+    weights with ``restore_best``, else its last trained epoch's)."""
     for group, run in zip(result.groups, result.runs):
         if index in group.indices:
-            return _chosen_train_state(run, group.indices.index(index), best)
+            return engine_setting_train_state(run.carry, group.indices.index(index))
     raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
 
 
-def evaluate_setting(result: "SearchResult", config: Config, index: int, split, *, best: bool = True, cache: dict | None = None) -> dict:
+def evaluate_setting(result: "SearchResult", config: Config, index: int, split, *, cache: dict | None = None) -> dict:
     """Metrics of setting ``index`` on ``split`` (a ``Split``), in eval mode. For
     reports only: selection has already been made on validation data. ``cache``
     (a dict the caller keeps) reuses one compiled evaluation per distinct model."""
@@ -332,7 +326,7 @@ def evaluate_setting(result: "SearchResult", config: Config, index: int, split, 
     if key not in cache:
         model, loss = build_model(setting_config.model), build_loss(setting_config.loss)
         cache[key] = make_evaluate(model, loss, chunk_size=setting_config.training.eval_chunk_size)
-    return cache[key](setting_train_state(result, index, best=best), split.x, split.y)
+    return cache[key](setting_train_state(result, index), split.x, split.y)
 
 
 def concrete_config(config: Config, setting: dict) -> Config:
@@ -378,7 +372,7 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
     best = select_best(rows, monitor, mode)
     run, column, splits = runs[best]
     best_config = concrete_config(config, settings[best])
-    best_state = _chosen_train_state(run, column, rule.restore_best)
+    best_state = engine_setting_train_state(run.carry, column)
     test_metrics = evaluate_on_test(best_config, best_state, splits.test)
     return SearchResult(list(grid), settings, rows, histories, best, monitor, mode, test_metrics, best_state, best_config, groups, group_runs)
 

@@ -14,15 +14,23 @@ setting evaluates its monitored validation value v_e and compares it with its
 best v*:
 
     improved_s = active_s ∧ finite(v_e) ∧ (v* undefined ∨ v_e < v* − δ)   (mode min)
-    v*_s, e*_s, W*_s ← v_e, e, W_e            where improved_s
+    v*_s, e*_s ← v_e, e                       where improved_s
     wait_s ← 0 if improved_s else wait_s + 1
     stopped_s ← stopped_s ∨ wait_s ≥ patience ∨ diverged_s
 
-and every array of a stopped setting is frozen with ``jnp.where`` (its epochs
-are still computed, then discarded), so each setting follows exactly the path
-a separate :func:`~functional_nn.train.fit` run with the same settings takes.
-A setting whose training loss turns NaN/Inf is marked ``diverged`` and stopped
-(``fit`` would raise); the others carry on.
+The weights each setting ends with are kept with ``jnp.where``: W*_s ← W_e
+where improved_s (``restore_best``, the best epoch's weights) or where the
+setting is still active (the last epoch it trained). A stopped setting's
+epochs are still computed but change nothing it reports, so each setting
+reports exactly what a separate :func:`~functional_nn.train.fit` run with the
+same settings would. A setting whose training loss turns NaN/Inf is marked
+``diverged`` and stopped (``fit`` would raise); the others carry on.
+
+The PRNG key is shared, not vmapped: every setting starts from the same key,
+and a key evolves by splitting alone (never by weights or hyperparameters),
+so all settings' keys are equal at every step — each setting sees the same
+shuffles and dropout masks as its own ``fit`` run with that seed, and the
+program draws them once instead of S times.
 
 With ``devices`` the grid axis is sharded over a ``jax.sharding.Mesh`` of
 devices (``NamedSharding`` on the leading axis of train states and
@@ -56,19 +64,24 @@ class GridStopping(NamedTuple):
     """Early-stopping state of each setting (every leaf has the grid axis first
     once vmapped): best monitored value v* (NaN before the first finite one),
     its epoch e* (0: none yet), epochs since it, whether the setting has stopped
-    or diverged, and the best epoch's parameters W* and model state."""
+    or diverged, the epoch of the kept weights, and the kept weights W* and
+    model state: the best epoch's with ``restore_best``, otherwise the last
+    epoch's the setting trained (what ``fit`` would return)."""
 
     best_value: jax.Array
     best_epoch: jax.Array
     wait: jax.Array
     stopped: jax.Array
     diverged: jax.Array
-    best_params: Any
-    best_model_state: Any
+    kept_epoch: jax.Array
+    kept_params: Any
+    kept_model_state: Any
 
 
 class GridCarry(NamedTuple):
-    """What one grid epoch carries to the next: train states and stopping states."""
+    """What one grid epoch carries to the next: train states and stopping states.
+    Every leaf has the grid axis first except ``train_state.key``, one key shared
+    by all settings (see the module docstring)."""
 
     train_state: TrainState
     stopping: GridStopping
@@ -87,7 +100,8 @@ class GridRun(NamedTuple):
     """The outcome of :func:`run_grid`. The NumPy arrays have the grid axis S;
     ``carry`` (final train states and stopping states, on the devices and with
     the sharding the program used) may hold padding settings after the first S
-    (``size``), see :func:`setting_tree`.
+    (``size``); :func:`setting_train_state` gives one setting's train state with
+    the weights it kept (its ``carry.train_state`` went on training after it stopped).
 
     ``history`` maps ``train_loss``, ``val_loss``, ``val_accuracy``, ... to
     (E, S) arrays over the E epochs the program ran; ``active`` (E, S) says
@@ -150,8 +164,11 @@ def evaluate_chunks(eval_sums: Callable, params, model_state, chunks: Validation
         return jax.tree.map(jnp.add, totals, sums), None
 
     first = jax.tree.map(lambda a: a[0], chunks)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: eval_sums(params, model_state, *first)))
-    totals, _ = jax.lax.scan(add_chunk, zeros, tuple(chunks))
+    if chunks.mask.shape[0] == 1:  # one chunk: no loop
+        totals = eval_sums(params, model_state, *first)
+    else:
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: eval_sums(params, model_state, *first)))
+        totals, _ = jax.lax.scan(add_chunk, zeros, tuple(chunks))
     metrics = {"loss": totals["loss_sum"] / totals["count"]}
     if "correct" in totals:
         metrics["accuracy"] = totals["correct"] / totals["count"]
@@ -171,14 +188,16 @@ def update_stopping(rule: EarlyStopping, mode: str, stopping: GridStopping, valu
     improved = active & ~diverged & improves_on(rule, mode, stopping.best_value, value)
     wait = jnp.where(improved, 0, stopping.wait + active.astype(jnp.int32))
     out_of_patience = wait >= rule.patience if rule.patience is not None else jnp.zeros((), bool)
+    keep = improved if rule.restore_best else active & ~diverged
     new = GridStopping(
         best_value=jnp.where(improved, value.astype(jnp.float32), stopping.best_value),
         best_epoch=jnp.where(improved, epoch, stopping.best_epoch),
         wait=wait,
         stopped=stopping.stopped | (active & (diverged | out_of_patience)),
         diverged=stopping.diverged | (active & diverged),
-        best_params=tree_where(improved, train_state.params, stopping.best_params),
-        best_model_state=tree_where(improved, train_state.model_state, stopping.best_model_state),
+        kept_epoch=jnp.where(keep, epoch, stopping.kept_epoch),
+        kept_params=tree_where(keep, train_state.params, stopping.kept_params),
+        kept_model_state=tree_where(keep, train_state.model_state, stopping.kept_model_state),
     )
     return new, improved
 
@@ -189,8 +208,8 @@ def update_stopping(rule: EarlyStopping, mode: str, stopping: GridStopping, valu
 
 def make_setting_epoch(build: Build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1) -> Callable:
     """``setting_epoch(hparams, carry, epoch, x, d, val) -> (carry, metrics)`` for ONE
-    setting: train one epoch, evaluate on validation data, update early stopping,
-    freeze the setting if it had already stopped (or diverged now)."""
+    setting: train one epoch, evaluate on validation data, update early stopping
+    and the kept weights; the step count of a stopped setting stays put."""
     mode = resolved_mode(rule)
     monitor = rule.monitor
 
@@ -205,8 +224,9 @@ def make_setting_epoch(build: Build, batch_size: int, rule: EarlyStopping, *, au
             raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric; available: {sorted(metrics)}")
         diverged = train_metrics["first_nonfinite_step"] >= 0
         stopping, improved = update_stopping(rule, mode, carry.stopping, metrics[monitor], diverged, epoch, trained)
-        keep_old = carry.stopping.stopped | diverged
-        train_state = tree_where(keep_old, carry.train_state, trained)
+        # A stopped setting keeps training (cheaper to compile than freezing every array); only
+        # its kept weights and stopping state are reported. Its step count stays at fit's.
+        train_state = trained._replace(step=jnp.where(carry.stopping.stopped | diverged, carry.train_state.step, trained.step))
         metrics.update(improved=improved, active=~carry.stopping.stopped, diverged=diverged)
         return GridCarry(train_state, stopping), metrics
 
@@ -239,7 +259,7 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
         model_state=broadcast_to_grid(model_state, size),
         opt_state=opt_state,
         step=jnp.zeros((size,), jnp.int32),
-        key=broadcast_to_grid(train_key, size),
+        key=train_key,  # shared by all settings
     )
     stopping = GridStopping(
         best_value=jnp.full((size,), jnp.nan, jnp.float32),
@@ -247,8 +267,9 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
         wait=jnp.zeros((size,), jnp.int32),
         stopped=jnp.zeros((size,), bool),
         diverged=jnp.zeros((size,), bool),
-        best_params=train_state.params,
-        best_model_state=train_state.model_state,
+        kept_epoch=jnp.zeros((size,), jnp.int32),
+        kept_params=train_state.params,
+        kept_model_state=train_state.model_state,
     )
     # one buffer per leaf: the epoch donates the carry, and W* starts as a copy of W
     return jax.tree.map(jnp.copy, GridCarry(train_state, stopping))
@@ -318,22 +339,33 @@ class GridProgram(NamedTuple):
     mesh: Any
 
 
+def carry_prefix(grid, shared) -> GridCarry:
+    """A pytree prefix of the carry: ``grid`` for every part but the shared key."""
+    return GridCarry(TrainState(grid, grid, grid, grid, shared), grid)
+
+
 def compile_grid_program(build: Build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1, devices=None) -> GridProgram:
     """The vmapped, jit-compiled epoch (it donates its carry)."""
     setting_epoch = make_setting_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
-    grid_epoch = jax.vmap(setting_epoch, in_axes=(0, 0, None, None, None, None))
+    axes = carry_prefix(0, None)
+    grid_epoch = jax.vmap(setting_epoch, in_axes=(0, axes, None, None, None, None), out_axes=(axes, 0))
     if devices is None:
         return GridProgram(jax.jit(grid_epoch, donate_argnums=(1,)), None)
     mesh = grid_mesh(devices)
-    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(GRID_AXIS))
-    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split, whole = grid_shardings(mesh)
     epoch = jax.jit(
         grid_epoch,
-        in_shardings=(split, split, whole, whole, whole, whole),
-        out_shardings=(split, split),
+        in_shardings=(split, carry_prefix(split, whole), whole, whole, whole, whole),
+        out_shardings=(carry_prefix(split, whole), split),
         donate_argnums=(1,),
     )
     return GridProgram(epoch, mesh)
+
+
+def grid_shardings(mesh) -> tuple:
+    """(split along the grid axis, replicated) shardings over ``mesh``."""
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(GRID_AXIS))
+    return split, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 def place_replicated(program: GridProgram, tree):
@@ -347,7 +379,15 @@ def place_split(program: GridProgram, tree):
     """Grid-axis-first arrays split over the mesh's devices (on the default device without a mesh)."""
     if program.mesh is None:
         return jax.device_put(tree)
-    return jax.device_put(tree, jax.sharding.NamedSharding(program.mesh, jax.sharding.PartitionSpec(GRID_AXIS)))
+    return jax.device_put(tree, grid_shardings(program.mesh)[0])
+
+
+def place_carry(program: GridProgram, carry: GridCarry) -> GridCarry:
+    """The carry split over the mesh along the grid axis, its shared key replicated."""
+    if program.mesh is None:
+        return jax.device_put(carry)
+    split, whole = grid_shardings(program.mesh)
+    return jax.device_put(carry, carry_prefix(split, whole))
 
 
 # --------------------------------------------------------------------------
@@ -428,7 +468,7 @@ def run_grid(
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]
     program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen)
-    carry = place_split(program, init_grid_carry(build, hparams, key, input_shape))
+    carry = place_carry(program, init_grid_carry(build, hparams, key, input_shape))
     hparams = place_split(program, hparams)
     x, targets, chunks = place_replicated(program, (x, targets, validation_chunks(val.x, val.y, eval_chunk_size)))
     return _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress)
@@ -453,6 +493,16 @@ def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, siz
 def setting_tree(tree, index: int):
     """Setting ``index``'s slice of a grid-axis-first pytree (e.g. its best params)."""
     return jax.tree.map(lambda a: a[index], tree)
+
+
+def setting_train_state(carry: GridCarry, index: int) -> TrainState:
+    """Setting ``index``'s train state as ``fit`` would return it: the kept weights
+    and model state (best epoch's with ``restore_best``, else its last epoch's),
+    its optimizer state and step count, and the shared key."""
+    shared_key = carry.train_state.key
+    state = setting_tree(carry.train_state._replace(key=None), index)
+    stopping = setting_tree(carry.stopping, index)
+    return state._replace(params=stopping.kept_params, model_state=stopping.kept_model_state, key=shared_key)
 
 
 def best_setting(run: GridRun) -> int:
