@@ -40,6 +40,21 @@ def load(name: str, overrides=(), *, smoke_overrides=(), smoke: bool = False):
     return load_config(config_path(name), list(overrides) + (list(smoke_overrides) if smoke else []))
 
 
+def tiny_overrides(hidden_layers, search: dict) -> list:
+    """Overrides of a smoke run: 2 epochs, width 8 for the layers at ``hidden_layers``, the small ``search`` grid."""
+    widths = [(f"model.layers.{index}.out_dim", 8) for index in hidden_layers]
+    return [("training.epochs", 2)] + widths + [("search", search)]
+
+
+def start_experiment(doc: str, config_name: str, smoke_overrides, argv=None):
+    """The command line (described by ``doc``'s first line), the config (smoke overrides in smoke mode) and its data: (args, config, data)."""
+    from functional_nn.config import build_data
+
+    args = parse_args(doc.splitlines()[0], argv)
+    config = load(config_name, smoke_overrides=smoke_overrides, smoke=args.smoke)
+    return args, config, build_data(config.data)
+
+
 def verdict(held: bool, claim: str, evidence: str) -> str:
     """One plain line: whether the claim held on this data, and the numbers."""
     word = "HELD" if held else "DID NOT HOLD"
@@ -63,6 +78,16 @@ def write_text(out: str, name: str, text: str) -> str:
     return path
 
 
+def write_report(out: str, name: str, text: str, verdicts, *, spacing: str = "\n\n") -> str:
+    """``text`` followed by one verdict line per (held, claim, evidence), each ended by ``spacing``,
+    written to ``<name>.md`` in ``out``; the verdict lines are printed too."""
+    for held, claim, evidence in verdicts:
+        line = verdict(held, claim, evidence)
+        text += line + spacing
+        print(line)
+    return write_text(out, f"{name}.md", text)
+
+
 def figure(width: float, height: float):
     """A matplotlib Figure on an Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -71,6 +96,22 @@ def figure(width: float, height: float):
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def panel_row(count: int):
+    """A 15 × 4.5 inch figure with ``count`` panels side by side: (figure, panels)."""
+    fig = figure(15, 4.5)
+    return fig, fig.subplots(1, count)
+
+
+def finish_panels(fig, panels, title: str, path: str, *, legends=None, legend_fontsize: float = 8) -> None:
+    """Grid on every panel, a legend on each of ``legends`` (default: every panel), the title; saved at 90 dpi."""
+    for axes in panels:
+        axes.grid(alpha=0.3)
+    for axes in panels if legends is None else legends:
+        axes.legend(fontsize=legend_fontsize)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=90)
 
 
 class Timer:

@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import build_data  # noqa: E402
 from functional_nn.train.grid_search import grid_search  # noqa: E402
 from functional_nn.train.grid_search import evaluate_setting  # noqa: E402
 from functional_nn.train.search_report import markdown_table, plot_heatmap  # noqa: E402
@@ -29,18 +28,11 @@ from functional_nn.train.search_report import markdown_table, plot_heatmap  # no
 CONFIG = "exp_optimizers_digits.yaml"
 NAME = "exp2_optimizers_digits"
 TARGET = 0.95
-SMOKE = [
-    ("training.epochs", 2),
-    ("model.layers.0.out_dim", 8),
-    ("model.layers.2.out_dim", 8),
-    ("search", {"optimizer.name": ["momentum"], "optimizer.learning_rate": [0.01, 0.1]}),
-]
+SMOKE = _common.tiny_overrides((0, 2), {"optimizer.name": ["momentum"], "optimizer.learning_rate": [0.01, 0.1]})
 
 
 def main(argv=None) -> int:
-    args = _common.parse_args(__doc__.splitlines()[0], argv)
-    config = _common.load(CONFIG, smoke_overrides=SMOKE, smoke=args.smoke)
-    data = build_data(config.data)
+    args, config, data = _common.start_experiment(__doc__, CONFIG, SMOKE, argv)
     with _common.Timer() as timer:
         result = grid_search(config, data=data, progress=False)
     names = list(dict.fromkeys(s["optimizer.name"] for s in result.settings))
@@ -77,9 +69,7 @@ def main(argv=None) -> int:
              "Best learning rate per optimizer by validation loss; test accuracy of that setting (reported, not used to select).\n\n")
     text += markdown_table(rows) + "\n"
     text += f"![learning curves]({NAME}.png)\n\nThe whole grid (best validation loss; red: overall selection): ![grid]({NAME}_grid.png)\n\n"
-    text += _common.verdict(held, claim, evidence) + "\n"
-    _common.write_text(args.out, f"{NAME}.md", text)
-    print(_common.verdict(held, claim, evidence))
+    _common.write_report(args.out, NAME, text, [(held, claim, evidence)], spacing="\n")
     return 0
 
 

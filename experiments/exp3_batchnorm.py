@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import build_data, build_loss, build_model, config_to_dict, parse_config  # noqa: E402
+from functional_nn.config import build_loss, build_model, config_to_dict, parse_config  # noqa: E402
 from functional_nn.layers import recompute_statistics  # noqa: E402
 from functional_nn.train import make_evaluate  # noqa: E402
 from functional_nn.train.grid_search import concrete_config, grid_search, setting_train_state  # noqa: E402
@@ -42,13 +42,7 @@ from functional_nn.train.search_report import markdown_table  # noqa: E402
 CONFIG = "exp_batchnorm.yaml"
 NAME = "exp3_batchnorm"
 TARGET = 0.90
-SMOKE = [
-    ("training.epochs", 2),
-    ("model.layers.0.out_dim", 8),
-    ("model.layers.3.out_dim", 8),
-    ("model.layers.6.out_dim", 8),
-    ("search", {"optimizer.learning_rate": [0.1, 1.0]}),
-]
+SMOKE = _common.tiny_overrides((0, 3, 6), {"optimizer.learning_rate": [0.1, 1.0]})
 
 
 def without_batchnorm(config):
@@ -110,8 +104,7 @@ def largest_reaching(result, target: float) -> float:
 
 
 def plot(results: dict, path: str) -> None:
-    fig = _common.figure(15, 4.5)
-    left, middle, right = fig.subplots(1, 3)
+    fig, (left, middle, right) = _common.panel_row(3)
     for label, result in results.items():
         lrs = [s["optimizer.learning_rate"] for s in result.settings]
         left.plot(lrs, [r["best_val_loss"] for r in result.rows], "o-", label=label)
@@ -122,17 +115,11 @@ def plot(results: dict, path: str) -> None:
     left.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="best validation loss")
     middle.set(xscale="log", xlabel="learning rate", ylabel=f"epochs to {TARGET:.0%} val. accuracy (99 = never)")
     right.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1))
-    for axes in (left, middle, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    fig.suptitle("batch normalization: sigmoid MLP, plain SGD, digits")
-    fig.savefig(path, dpi=90)
+    _common.finish_panels(fig, (left, middle, right), "batch normalization: sigmoid MLP, plain SGD, digits", path)
 
 
 def main(argv=None) -> int:
-    args = _common.parse_args(__doc__.splitlines()[0], argv)
-    config = _common.load(CONFIG, smoke_overrides=SMOKE, smoke=args.smoke)
-    data = build_data(config.data)
+    args, config, data = _common.start_experiment(__doc__, CONFIG, SMOKE, argv)
     with _common.Timer() as timer:
         results = {"with BN": grid_search(config, data=data, progress=False),
                    "without BN": grid_search(without_batchnorm(config), data=data, progress=False)}
@@ -171,10 +158,7 @@ def main(argv=None) -> int:
     text += "Test accuracy of the selected BN network (its best-epoch weights) with three kinds of test-time statistics:\n\n"
     text += markdown_table([{"statistics": k, "test accuracy": v["accuracy"], "test loss": v["loss"], "mean |μ − μ_recomputed|": distances[k]}
                             for k, v in statistics.items()]) + "\n"
-    for held, claim, evidence in verdicts:
-        text += _common.verdict(held, claim, evidence) + "\n\n"
-        print(_common.verdict(held, claim, evidence))
-    _common.write_text(args.out, f"{NAME}.md", text)
+    _common.write_report(args.out, NAME, text, verdicts)
     return 0
 
 

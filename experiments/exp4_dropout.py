@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import build_data, build_model, config_to_dict, parse_config  # noqa: E402
+from functional_nn.config import build_model, config_to_dict, parse_config  # noqa: E402
 from functional_nn.layers import fold_into_dense  # noqa: E402
 from functional_nn.train.grid_search import concrete_config, evaluate_setting, grid_search, setting_train_state  # noqa: E402
 from functional_nn.train.search_report import markdown_table, plot_heatmap  # noqa: E402
@@ -42,12 +42,7 @@ CONFIG = "exp_dropout.yaml"
 NAME = "exp4_dropout"
 MODES = ("inverted", "scale_at_test")
 RATE_KEYS = ("model.layers.2.rate", "model.layers.5.rate")
-SMOKE = [
-    ("training.epochs", 2),
-    ("model.layers.0.out_dim", 8),
-    ("model.layers.3.out_dim", 8),
-    ("search", {"model.layers.2.rate": [0.5], "model.layers.5.rate": [0.5]}),
-]
+SMOKE = _common.tiny_overrides((0, 3), {"model.layers.2.rate": [0.5], "model.layers.5.rate": [0.5]})
 
 
 def with_mode(config, mode: str):
@@ -94,8 +89,7 @@ def folded_weights_difference(result, config, index: int, x) -> float:
 
 
 def plot(results: dict, measured: dict, path: str) -> None:
-    fig = _common.figure(15, 4.5)
-    left, right = fig.subplots(1, 2)
+    fig, (left, right) = _common.panel_row(2)
     for mode, style in zip(MODES, ("-", "--")):
         result = results[mode]
         for index, setting in enumerate(result.settings):
@@ -107,17 +101,11 @@ def plot(results: dict, measured: dict, path: str) -> None:
                 right.plot(epochs, train, style, label=label)
     left.set(yscale="log", xlabel="epoch", ylabel="validation loss (eval mode)")
     right.set(yscale="log", xlabel="epoch", ylabel="training loss (train mode, dropout on)")
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    fig.suptitle("dropout on a 64-256-256-10 MLP (digits), equal rates in both layers")
-    fig.savefig(path, dpi=90)
+    _common.finish_panels(fig, (left, right), "dropout on a 64-256-256-10 MLP (digits), equal rates in both layers", path, legend_fontsize=7)
 
 
 def main(argv=None) -> int:
-    args = _common.parse_args(__doc__.splitlines()[0], argv)
-    base = _common.load(CONFIG, smoke_overrides=SMOKE, smoke=args.smoke)
-    data = build_data(base.data)
+    args, base, data = _common.start_experiment(__doc__, CONFIG, SMOKE, argv)
     results, measured, configs = {}, {}, {}
     with _common.Timer() as timer:
         for mode in MODES:
@@ -154,10 +142,7 @@ def main(argv=None) -> int:
     for mode in MODES:
         text += f"## mode: {mode}\n\n" + markdown_table(measured[mode]) + f"\n![gap]({NAME}_gap_{mode}.png)\n\n"
     text += "## inverted vs scale at test\n\n" + markdown_table(comparison) + f"\n![curves]({NAME}.png)\n\n"
-    for held, claim, evidence in verdicts:
-        text += _common.verdict(held, claim, evidence) + "\n\n"
-        print(_common.verdict(held, claim, evidence))
-    _common.write_text(args.out, f"{NAME}.md", text)
+    _common.write_report(args.out, NAME, text, verdicts)
     return 0
 
 

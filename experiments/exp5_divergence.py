@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import build_data  # noqa: E402
 from functional_nn.train.grid_search import evaluate_setting, grid_search  # noqa: E402
 from functional_nn.train.search_report import markdown_table  # noqa: E402
 
@@ -33,17 +32,11 @@ CONFIG = "exp_divergence.yaml"
 NAME = "exp5_divergence"
 TARGET = 0.90
 LOSSES = ("kl_divergence", "l2_divergence")
-SMOKE = [
-    ("training.epochs", 2),
-    ("model.layers.0.out_dim", 8),
-    ("model.layers.2.out_dim", 8),
-    ("search", {"loss.name": ["kl_divergence"], "optimizer.learning_rate": [0.1, 1.0]}),
-]
+SMOKE = _common.tiny_overrides((0, 2), {"loss.name": ["kl_divergence"], "optimizer.learning_rate": [0.1, 1.0]})
 
 
 def plot(result, best: dict, path: str) -> None:
-    fig = _common.figure(15, 4.5)
-    left, middle, right = fig.subplots(1, 3)
+    fig, (left, middle, right) = _common.panel_row(3)
     for loss in best:
         indices = [i for i, s in enumerate(result.settings) if s["loss.name"] == loss]
         lrs = [result.settings[i]["optimizer.learning_rate"] for i in indices]
@@ -55,17 +48,11 @@ def plot(result, best: dict, path: str) -> None:
     left.set(xscale="log", xlabel="learning rate", ylabel="best validation accuracy")
     middle.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1))
     right.set(xlabel="epoch", ylabel="training divergence (own scale)", yscale="log")
-    for axes in (left, middle, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    fig.suptitle("L2 vs KL divergence on the same softmax output (digits, SGD)")
-    fig.savefig(path, dpi=90)
+    _common.finish_panels(fig, (left, middle, right), "L2 vs KL divergence on the same softmax output (digits, SGD)", path)
 
 
 def main(argv=None) -> int:
-    args = _common.parse_args(__doc__.splitlines()[0], argv)
-    config = _common.load(CONFIG, smoke_overrides=SMOKE, smoke=args.smoke)
-    data = build_data(config.data)
+    args, config, data = _common.start_experiment(__doc__, CONFIG, SMOKE, argv)
     with _common.Timer() as timer:
         result = grid_search(config, data=data, progress=False)
     present = [loss for loss in LOSSES if any(s["loss.name"] == loss for s in result.settings)]
@@ -94,9 +81,7 @@ def main(argv=None) -> int:
              "each divergence's best learning rate by validation accuracy; test accuracy reported, not used to select.\n\n")
     text += markdown_table(summary) + f"\n![divergence]({NAME}.png)\n\nThe whole grid (`val_loss`, `train_loss` in each divergence's own units):\n\n"
     text += markdown_table(grid_rows) + "\n"
-    text += _common.verdict(held, claim, evidence) + "\n"
-    _common.write_text(args.out, f"{NAME}.md", text)
-    print(_common.verdict(held, claim, evidence))
+    _common.write_report(args.out, NAME, text, [(held, claim, evidence)], spacing="\n")
     return 0
 
 

@@ -35,18 +35,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import build_data  # noqa: E402
 from functional_nn.train.grid_search import evaluate_setting, grid_search, setting_train_state  # noqa: E402
 from functional_nn.train.search_report import markdown_table, plot_heatmap  # noqa: E402
 
 CONFIG = "exp_regularization.yaml"
 NAME = "exp6_regularization"
-SMOKE = [
-    ("training.epochs", 2),
-    ("model.layers.0.out_dim", 8),
-    ("model.layers.2.out_dim", 8),
-    ("search", {"optimizer.l2": [0.0, 0.01], "optimizer.learning_rate": [0.01, 0.1]}),
-]
+SMOKE = _common.tiny_overrides((0, 2), {"optimizer.l2": [0.0, 0.01], "optimizer.learning_rate": [0.01, 0.1]})
 
 
 def squared_weight_norm(params) -> float:
@@ -55,8 +49,7 @@ def squared_weight_norm(params) -> float:
 
 
 def plot(result, rows_at_lr: list, path: str) -> None:
-    fig = _common.figure(15, 4.5)
-    left, middle, right = fig.subplots(1, 3)
+    fig, (left, middle, right) = _common.panel_row(3)
     for row in rows_at_lr:
         epochs, values = _digits.curve(result, row["setting"], "val_loss")
         line, = left.plot(epochs, values, label=f"λ={row['λ']:g}")
@@ -68,18 +61,12 @@ def plot(result, rows_at_lr: list, path: str) -> None:
     left.set(xlabel="epoch", ylabel="validation loss", yscale="log", title="validation loss until early stopping (dot: best)")
     middle.set(xscale="log", yscale="log", xlabel="λ (0 drawn at 1e-5)", ylabel="‖W‖² of the restored weights")
     right.set(xscale="log", yscale="log", xlabel="λ (0 drawn at 1e-5)", ylabel="loss")
-    for axes in (left, middle, right):
-        axes.grid(alpha=0.3)
-    left.legend(fontsize=8)
-    right.legend(fontsize=8)
-    fig.suptitle(f"L2 regularization at the selected learning rate η={result.settings[rows_at_lr[0]['setting']]['optimizer.learning_rate']:g}")
-    fig.savefig(path, dpi=90)
+    title = f"L2 regularization at the selected learning rate η={result.settings[rows_at_lr[0]['setting']]['optimizer.learning_rate']:g}"
+    _common.finish_panels(fig, (left, middle, right), title, path, legends=(left, right))
 
 
 def main(argv=None) -> int:
-    args = _common.parse_args(__doc__.splitlines()[0], argv)
-    config = _common.load(CONFIG, smoke_overrides=SMOKE, smoke=args.smoke)
-    data = build_data(config.data)
+    args, config, data = _common.start_experiment(__doc__, CONFIG, SMOKE, argv)
     with _common.Timer() as timer:
         result = grid_search(config, data=data, progress=False)
     chosen = result.settings[result.best_index]
@@ -123,10 +110,7 @@ def main(argv=None) -> int:
              "selected setting alone evaluated on test.\n\n")
     text += f"![grid]({NAME}_grid.png)\n\nAt the selected learning rate η={lr:g}:\n\n" + markdown_table(rows_at_lr) + f"\n![regularization]({NAME}.png)\n\n"
     text += "The whole grid:\n\n" + markdown_table(result.rows) + "\n"
-    for held, claim, evidence in verdicts:
-        text += _common.verdict(held, claim, evidence) + "\n\n"
-        print(_common.verdict(held, claim, evidence))
-    _common.write_text(args.out, f"{NAME}.md", text)
+    _common.write_report(args.out, NAME, text, verdicts)
     return 0
 
 
