@@ -312,8 +312,13 @@ def padded_size(size: int, devices: list | None) -> int:
 
 
 def pad_grid(hparams: dict, size: int) -> dict:
-    """Each hyperparameter vector (S,) padded to ``size`` with copies of its last value."""
-    return {name: jnp.concatenate([v, jnp.repeat(v[-1:], size - len(v))]) for name, v in hparams.items()}
+    """Each hyperparameter vector (S,) padded to ``size`` with copies of its last
+    value (host NumPy: no eager device ops to compile)."""
+    padded = {}
+    for name, v in hparams.items():
+        v = np.asarray(v)
+        padded[name] = np.concatenate([v, np.repeat(v[-1:], size - len(v))])
+    return padded
 
 
 def check_hparams(hparams: dict) -> int:
@@ -461,7 +466,7 @@ def run_grid(
     rule = validate_early_stopping(early_stopping or EarlyStopping(patience=None))
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
-    hparams = {name: jnp.asarray(v, jnp.float32) for name, v in hparams.items()}
+    hparams = {name: np.asarray(v, np.float32) for name, v in hparams.items()}
     size = check_hparams(hparams)
     chosen = resolve_devices(devices)
     hparams = pad_grid(hparams, padded_size(size, chosen))
@@ -479,11 +484,11 @@ def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, siz
     bar = _progress_bar(progress, epochs)
     try:
         for epoch in range(1, epochs + 1):
-            carry, metrics = program.epoch(hparams, carry, jnp.int32(epoch), x, targets, chunks)
-            metrics = jax.device_get(metrics)
+            carry, metrics = program.epoch(hparams, carry, np.int32(epoch), x, targets, chunks)
+            metrics, stopped = jax.device_get((metrics, carry.stopping.stopped))  # one transfer per epoch
             records.append(metrics)
             bar.update(1)
-            if np.all(jax.device_get(carry.stopping.stopped)[:size]):
+            if np.all(np.asarray(stopped)[:size]):
                 break
     finally:
         bar.close()
