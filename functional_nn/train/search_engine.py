@@ -41,7 +41,6 @@ results are dropped.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any, Callable, NamedTuple
 
@@ -501,16 +500,13 @@ def setting_tree(tree, index: int):
 
 
 def setting_train_state(carry: GridCarry, index: int) -> TrainState:
-    """Setting ``index``'s train state as ``fit`` would return it: the kept weights
-    and model state (best epoch's with ``restore_best``, else its last epoch's),
-    its optimizer state and step count, and the shared key."""
+    """Setting ``index``'s train state: the kept weights and model state (best
+    epoch's with ``restore_best``, else its last epoch's), its step count and the
+    shared key. The optimizer state is the one at the end of the grid run (a
+    stopped setting's optimizer kept stepping), so continue training from the
+    weights, not from this optimizer state."""
     shared_key = carry.train_state.key
     state = setting_tree(carry.train_state._replace(key=None), index)
     stopping = setting_tree(carry.stopping, index)
     return state._replace(params=stopping.kept_params, model_state=stopping.kept_model_state, key=shared_key)
 
-
-def best_setting(run: GridRun) -> int:
-    """The setting with the best monitored value v* (min or max by mode; NaN never wins)."""
-    values = np.where(np.isfinite(run.best_value), run.best_value, math.inf if run.mode == "min" else -math.inf)
-    return int(np.argmin(values) if run.mode == "min" else np.argmax(values))
