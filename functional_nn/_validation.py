@@ -50,8 +50,10 @@ def _format_bound(bound: float) -> str:
 
 def _range_text(low: float, high: float, low_inclusive: bool,
                 high_inclusive: bool) -> str:
+    # An infinite upper bound is shown closed only when it is explicitly
+    # included (``(0, inf]`` accepts inf); by default it is open.
     opening = "[" if low_inclusive and not math.isinf(low) else "("
-    closing = "]" if high_inclusive and not math.isinf(high) else ")"
+    closing = "]" if high_inclusive else ")"
     return f"{opening}{_format_bound(low)}, {_format_bound(high)}{closing}"
 
 
@@ -114,10 +116,14 @@ def check_unit_interval(name: str, value: Any) -> Any:
 
 def check_less_equal(low_name: str, low_value: Any, high_name: str,
                      high_value: Any) -> None:
-    """Raise ``ValueError`` unless ``low_value <= high_value`` (both concrete)."""
+    """Raise ``ValueError`` unless ``low_value <= high_value`` (both concrete).
+
+    The message states only this relation (``min_step_size=1.0: must be <=
+    max_step_size=0.5``); each value's own range is checked separately.
+    """
     if not (is_concrete(low_value) and is_concrete(high_value)):
         return
     if not np.all(np.asarray(low_value) <= np.asarray(high_value)):
         raise ValueError(
-            f"{low_name}={_format_value(low_value)}: must be in "
-            f"[0, {high_name}={_format_value(high_value)}]")
+            f"{low_name}={_format_value(low_value)}: must be <= "
+            f"{high_name}={_format_value(high_value)}")

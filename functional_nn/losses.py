@@ -59,28 +59,51 @@ def kl_divergence_with_logits(logits, d):
     return minibatch_mean(_kl_terms(d, jax.nn.log_softmax(logits, axis=-1)))
 
 
-def _is_integer_labels(labels) -> bool:
-    return jnp.issubdtype(jnp.result_type(labels), jnp.integer)
+def _label_format(logits, labels, name: str):
+    """``("indices", int32 labels)`` or ``("targets", labels)``, chosen by shape.
+
+    ``labels.shape == logits.shape`` means one-hot / probability targets (any
+    dtype); ``labels.shape == logits.shape[:-1]`` means class indices (cast to
+    int32). The dtype is not consulted: integer one-hot rows with B == K, or
+    class indices stored as floats, are read correctly.
+    """
+    logits_shape = tuple(jnp.shape(logits))
+    labels_shape = tuple(jnp.shape(labels))
+    if labels_shape == logits_shape:
+        return "targets", jnp.asarray(labels)
+    if labels_shape == logits_shape[:-1]:
+        return "indices", jnp.asarray(labels).astype(jnp.int32)
+    raise ValueError(
+        f"{name}: labels shape {labels_shape} must equal logits shape {logits_shape} "
+        f"(one-hot / probability targets) or logits shape without its last axis "
+        f"{logits_shape[:-1]} (class indices)")
 
 
 def softmax_cross_entropy(logits, labels):
     """Div = −Σ_i d_i log softmax(logits)_i, averaged over the minibatch.
 
-    ``labels``: integer class indices (shape ``logits.shape[:-1]``) or one-hot /
-    probability targets (shape ``logits.shape``). Computed with log_softmax,
-    so large logits do not overflow.
+    ``labels``: class indices (shape ``logits.shape[:-1]``, any dtype, cast to
+    int32) or one-hot / probability targets (shape ``logits.shape``, any dtype);
+    the format is chosen by shape, any other shape raises ``ValueError``.
+    Computed with log_softmax, so large logits do not overflow.
     """
+    kind, labels = _label_format(logits, labels, "softmax_cross_entropy")
     log_y = jax.nn.log_softmax(logits, axis=-1)
-    if _is_integer_labels(labels):
-        picked = jnp.take_along_axis(log_y, jnp.asarray(labels)[..., None], axis=-1)[..., 0]
+    if kind == "indices":
+        picked = jnp.take_along_axis(log_y, labels[..., None], axis=-1)[..., 0]
         return minibatch_mean(-picked)
-    return minibatch_mean(-labels * log_y)
+    return minibatch_mean(-labels.astype(log_y.dtype) * log_y)
 
 
 def accuracy(logits, labels):
-    """Fraction of examples whose argmax_k logits_k equals the label (integer or one-hot)."""
-    labels = jnp.asarray(labels)
-    if not _is_integer_labels(labels):
+    """Fraction of examples whose argmax_k logits_k equals the label.
+
+    ``labels`` as in :func:`softmax_cross_entropy`: class indices (shape
+    ``logits.shape[:-1]``) or one-hot / probability targets (shape
+    ``logits.shape``, compared through their argmax).
+    """
+    kind, labels = _label_format(logits, labels, "accuracy")
+    if kind == "targets":
         labels = jnp.argmax(labels, axis=-1)
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 

@@ -137,6 +137,39 @@ def test_accuracy_integer_and_one_hot():
     np.testing.assert_allclose(losses.accuracy(logits, np.eye(K)[labels]), expected)
 
 
+def test_label_format_is_chosen_by_shape_not_dtype():
+    # B == K: integer one-hot labels have the shape of the logits and must be
+    # read as targets, not as class indices (the old dtype rule did that).
+    n = K
+    logits = (3 * RNG.standard_normal((n, K))).astype(np.float32)
+    labels = RNG.permutation(K)
+    float_one_hot = np.eye(K, dtype=np.float32)[labels]
+    int_one_hot = np.eye(K, dtype=np.int32)[labels]
+    reference = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    np.testing.assert_allclose(reference, cross_entropy_formula(logits, float_one_hot), rtol=1e-5)
+    expected_accuracy = np.mean(np.argmax(logits, -1) == labels)
+    for targets in (float_one_hot, int_one_hot, int_one_hot.astype(np.bool_)):
+        np.testing.assert_allclose(losses.softmax_cross_entropy(logits, targets), reference, rtol=1e-6)
+        np.testing.assert_allclose(losses.accuracy(logits, targets), expected_accuracy)
+    # Class indices stored as floats are indices, like the int ones.
+    for indices in (labels, labels.astype(np.float32), jnp.asarray(labels, jnp.int8)):
+        np.testing.assert_allclose(losses.softmax_cross_entropy(logits, indices), reference, rtol=1e-6)
+        np.testing.assert_allclose(losses.accuracy(logits, indices), expected_accuracy)
+    # Under jit too.
+    np.testing.assert_allclose(jax.jit(losses.softmax_cross_entropy)(logits, int_one_hot), reference, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(losses.accuracy)(logits, labels.astype(np.float32)), expected_accuracy)
+
+
+@pytest.mark.parametrize("fn", [losses.softmax_cross_entropy, losses.accuracy])
+@pytest.mark.parametrize("labels_shape", [(B, K + 1), (B + 1,), (B, K, 1), ()])
+def test_labels_of_any_other_shape_raise_naming_both_shapes(fn, labels_shape):
+    logits = np.zeros((B, K), np.float32)
+    with pytest.raises(ValueError) as error:
+        fn(logits, np.zeros(labels_shape, np.int32))
+    message = str(error.value)
+    assert str(labels_shape) in message and str((B, K)) in message
+
+
 PARAMS = {
     "dense": {"w": RNG.standard_normal((3, 4)).astype(np.float32), "b": RNG.standard_normal(4).astype(np.float32)},
     "bn": {"gamma": RNG.standard_normal(4).astype(np.float32), "beta": RNG.standard_normal(4).astype(np.float32)},

@@ -213,6 +213,19 @@ def test_clip_by_global_norm_matches_optax_and_numpy(max_norm):
         np.testing.assert_allclose(got, g * factor, rtol=1e-6)
 
 
+@pytest.mark.parametrize("clipper, reference", [(optim.clip_by_global_norm, optax.clip_by_global_norm),
+                                                (optim.clip_by_norm, optax.clip_by_block_rms)],
+                         ids=["global_norm", "per_leaf_norm"])
+def test_norm_clipping_with_inf_max_norm_returns_updates_unchanged(clipper, reference):
+    # max_norm=inf used to be rejected; optax accepts it as "no clipping".
+    # (clip_by_block_rms(inf) is only an identity reference for the per-leaf case.)
+    grads = jax.tree.map(lambda g: 1e3 * g, mlp_params(seed=3))
+    ours, expected = jax.jit(lambda g: (clipper(jnp.inf).update(g, optax.EmptyState())[0],
+                                        reference(jnp.inf).update(g, optax.EmptyState())[0]))(grads)
+    assert_trees_close(ours, grads, rtol=0)
+    assert_trees_close(ours, expected, rtol=0)
+
+
 def test_clip_by_norm_per_leaf_matches_numpy():
     grads = mlp_params(seed=3)
     ours, _ = optim.clip_by_norm(1.5).update(grads, optax.EmptyState())
@@ -319,13 +332,23 @@ def test_states_are_namedtuples_with_int32_counts(name):
     opt = getattr(optim, name)(0.1)
     state = opt.init(mlp_params())
 
-    def check(node):
-        if isinstance(node, tuple) and node != ():
-            assert hasattr(node, "_fields") or type(node) is tuple
-            for child in node:
-                check(child)
+    def is_namedtuple(node):
+        return isinstance(node, tuple) and type(node) is not tuple and hasattr(node, "_fields")
 
-    check(state)
+    def check(node):
+        # Below the chain's container, every tuple must be a NamedTuple state.
+        if isinstance(node, tuple):
+            assert is_namedtuple(node), f"{type(node).__name__} in {name}'s state is not a NamedTuple"
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, (tuple, list)) else ()
+        for child in children:
+            check(child)
+
+    # The state is chain's plain tuple (the only place a plain tuple is allowed)
+    # of one NamedTuple per transformation.
+    assert type(state) is tuple and len(state) >= 1
+    for transform_state in state:
+        assert is_namedtuple(transform_state)
+        check(transform_state)
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         if "count" in jax.tree_util.keystr(path):
             assert leaf.dtype == jnp.int32

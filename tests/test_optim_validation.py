@@ -42,12 +42,11 @@ BAD_ARGUMENTS = [
     (lambda v: optim.rprop(0.1, min_step_size=v), "min_step_size", -1e-6, "[0, inf)"),
     (lambda v: optim.rprop(0.1, max_step_size=v), "max_step_size", 0.0, "(0, inf)"),
     (lambda v: optim.clip(v), "max_delta", 0.0, "(0, inf)"),
-    (lambda v: optim.clip_by_norm(v), "max_norm", -1.0, "(0, inf)"),
-    (lambda v: optim.clip_by_global_norm(v), "max_norm", 0.0, "(0, inf)"),
+    (lambda v: optim.clip_by_norm(v), "max_norm", -1.0, "(0, inf]"),
+    (lambda v: optim.clip_by_global_norm(v), "max_norm", 0.0, "(0, inf]"),
     (lambda v: optim.add_l2_penalty(v), "lam", -0.1, "[0, inf)"),
     (lambda v: optim.add_decayed_weights(v), "weight_decay", -0.1, "[0, inf)"),
     (lambda v: optim.scale_by_learning_rate(v), "learning_rate", -1.0, "[0, inf)"),
-    (lambda v: optim.accumulate_gradients(optim.sgd(0.1), every_k=v), "every_k", 0, "[1, inf)"),
 ]
 
 
@@ -60,8 +59,37 @@ def test_out_of_range_value_raises_naming_argument_value_and_range(make, name, v
 
 
 def test_min_step_size_above_max_step_size_raises():
-    with pytest.raises(ValueError, match=re.escape("min_step_size=1.0: must be in [0, max_step_size=0.5]")):
+    with pytest.raises(ValueError, match=re.escape("min_step_size=1.0: must be <= max_step_size=0.5")):
         optim.rprop(0.1, min_step_size=1.0, max_step_size=0.5)
+
+
+def test_less_equal_message_states_the_relation_not_a_made_up_lower_bound():
+    # The message used to read "must be in [0, high=...]" whatever the real
+    # lower bound of the smaller value was.
+    with pytest.raises(ValueError) as error:
+        _validation.check_less_equal("low", -3.0, "high", -5.0)
+    assert str(error.value) == "low=-3.0: must be <= high=-5.0"
+    _validation.check_less_equal("low", -5.0, "high", -5.0)  # equal is allowed
+
+
+@pytest.mark.parametrize("every_k", [0, -1, 2.5, 2.0, True, False, None, "2"])
+def test_accumulate_gradients_every_k_must_be_a_positive_python_int(every_k):
+    # 2.5 used to be accepted and then never emitted an update (the int32
+    # step count never equals 2.5); 2.0 and True are not ints either.
+    with pytest.raises(ValueError) as error:
+        optim.accumulate_gradients(optim.sgd(0.1), every_k=every_k)
+    assert str(error.value) == f"every_k={every_k!r}: must be an integer >= 1"
+
+
+def test_accumulate_gradients_accepts_every_k_of_one():
+    optim.accumulate_gradients(optim.sgd(0.1), every_k=1)
+
+
+@pytest.mark.parametrize("clipper", [optim.clip_by_norm, optim.clip_by_global_norm])
+def test_max_norm_of_inf_is_accepted_and_nan_is_not(clipper):
+    clipper(math.inf)
+    with pytest.raises(ValueError, match=re.escape("max_norm=nan: must be in (0, inf]")):
+        clipper(float("nan"))
 
 
 def test_concrete_array_values_are_checked():

@@ -8,6 +8,7 @@ None of them divides by a zero norm: all-zero gradients come out as zeros.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -46,11 +47,21 @@ def _leaf_norm(g: jax.Array) -> jax.Array:
     return _safe_sqrt(jnp.sum(g * g))
 
 
+def _check_max_norm(max_norm: Any) -> None:
+    """``max_norm`` in ``(0, inf]``; ``inf`` means no clipping (as optax)."""
+    _validation.check_in_range("max_norm", max_norm, 0.0, math.inf,
+                               low_inclusive=False, high_inclusive=True)
+
+
 def _clip_leaf_by_norm(g: jax.Array, max_norm: Any) -> jax.Array:
     max_norm = cast_scalar(max_norm, g.dtype)
-    # max_norm / max(‖g‖, max_norm) is exactly 1 when ‖g‖ ≤ max_norm and never
-    # divides by zero (max_norm > 0).
-    return g * (max_norm / jnp.maximum(_leaf_norm(g), max_norm))
+    norm = _leaf_norm(g)
+    # Scale only when ‖g‖ > max_norm: then ‖g‖ > 0, so the division is safe,
+    # and the scale is exactly 1 otherwise (also for max_norm = inf, where
+    # max_norm / max(‖g‖, max_norm) would be inf / inf = NaN).
+    over = norm > max_norm
+    safe_norm = jnp.where(over, norm, jnp.ones_like(norm))
+    return g * jnp.where(over, max_norm / safe_norm, jnp.ones_like(norm))
 
 
 def clip_by_norm(max_norm: Any) -> GradientTransformation:
@@ -58,9 +69,10 @@ def clip_by_norm(max_norm: Any) -> GradientTransformation:
     ``g ← g · c / max(‖g‖₂, c)``.
 
     Args:
-      max_norm: the bound ``c > 0`` on each leaf's norm.
+      max_norm: the bound ``c`` in ``(0, inf]`` on each leaf's norm
+        (``inf``: no clipping).
     """
-    _validation.check_positive("max_norm", max_norm)
+    _check_max_norm(max_norm)
     return base.stateless(lambda g: _clip_leaf_by_norm(g, max_norm))
 
 
@@ -75,9 +87,10 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
     derivatives through this transformation (meta-gradients) stay finite.
 
     Args:
-      max_norm: the bound ``c > 0`` on the global norm.
+      max_norm: the bound ``c`` in ``(0, inf]`` on the global norm
+        (``inf``: no clipping).
     """
-    _validation.check_positive("max_norm", max_norm)
+    _check_max_norm(max_norm)
 
     def update_fn(updates, state, params=None):
         del params

@@ -158,7 +158,10 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int,
     the updates are zero until ``j = every_k``, when ``inner`` sees ``ḡ`` and
     the mean restarts. Equivalent to training with a k-times larger batch.
     """
-    _validation.check_in_range("every_k", every_k, 1.0)
+    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+        # A float such as 2.5 would pass a range check and then never equal
+        # the integer step count, so the updates would stay zero forever.
+        raise ValueError(f"every_k={every_k!r}: must be an integer >= 1")
 
     def init_fn(params):
         return AccumulateGradientsState(
