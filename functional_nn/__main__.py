@@ -3,7 +3,9 @@
 ``train`` writes ``runs/<name>/`` (or ``--out DIR``): ``config.yaml`` (the
 resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png``,
 ``checkpoint.npz`` and ``summary.json`` (test metrics, best epoch, wall time).
-``--resume`` continues from that directory's checkpoint. ``eval`` evaluates a
+``--resume`` continues from that directory's checkpoint, after checking that the
+config matches the one stored in the checkpoint; a fresh run into a directory
+that already holds a checkpoint is refused unless ``--overwrite`` is given. ``eval`` evaluates a
 run's checkpoint on the test split; ``search`` runs the config's grid search.
 ``training.devices: all | N`` trains data-parallel over that many devices
 (``functional_nn.train.parallel``); ``train --distributed`` first joins a
@@ -53,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model")
     add_common(train)
-    train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run directory's checkpoint; the config must match the one stored in the "
+        "checkpoint (only training.epochs, training.progress and training.devices may change). Without "
+        "--resume, training into a directory that already holds a checkpoint is refused (nothing is "
+        "overwritten): resume it, pick another --out, or pass --overwrite",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run directory that already holds a checkpoint, deleting that checkpoint first",
+    )
     progress = train.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
@@ -105,27 +119,71 @@ def _write_json(path: str, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
+def _plain_config(config) -> dict:
+    """``config_to_dict`` as it reads back from JSON (tuples become lists)."""
+    from functional_nn.config import config_to_dict
+
+    return json.loads(json.dumps(config_to_dict(config)))
+
+
+def _differing_keys(saved: dict, current: dict) -> list:
+    """``section.key`` paths (or sections) whose values differ, over the keys of
+    both sides: a key present on one side only differs too."""
+    differing = []
+    for section in sorted(set(saved) | set(current)):
+        a, b = saved.get(section), current.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differing += [
+                f"{section}.{key}"
+                for key in sorted(set(a) | set(b))
+                if (section, key) not in RESUMABLE_KEYS and ((key in a) != (key in b) or a.get(key) != b.get(key))
+            ]
+        elif a != b:
+            differing.append(section)
+    return differing
+
+
 def _check_resumed_config(config, directory: str) -> None:
-    """``--resume`` must continue the same experiment (only the epoch budget and progress may change)."""
-    from functional_nn.config import ConfigError, config_to_dict, load_config
+    """``--resume`` must continue the same experiment (only the epoch budget, progress
+    and device count may change): the config is compared with the one stored in
+    the checkpoint (``config.yaml`` only for checkpoints written before configs
+    were stored in them). Without a checkpoint there is nothing to continue."""
+    from functional_nn.config import ConfigError, load_config
+    from functional_nn.train.checkpoint import read_checkpoint_metadata
 
-    saved_path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(saved_path):
+    checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
+    if not os.path.exists(checkpoint_path):
         return
-    saved, current = config_to_dict(load_config(saved_path)), config_to_dict(config)
-    differing = [
-        f"{section}.{key}"
-        for section in current
-        for key in (current[section] if isinstance(current[section], dict) else [None])
-        if (section, key) not in RESUMABLE_KEYS and _get(saved, section, key) != _get(current, section, key)
-    ]
+    saved = read_checkpoint_metadata(checkpoint_path).get("config")
+    source = checkpoint_path
+    if saved is None:
+        source = os.path.join(directory, CONFIG_FILE)
+        if not os.path.exists(source):
+            return
+        saved = _plain_config(load_config(source))
+    differing = _differing_keys(saved, _plain_config(config))
     if differing:
-        raise ConfigError(f"--resume: the config differs from {saved_path} at {', '.join(differing)}")
+        raise ConfigError(
+            f"--resume: the config differs from the one {source} was trained with at {', '.join(differing)} "
+            "(only training.epochs, training.progress and training.devices may change on --resume)"
+        )
 
 
-def _get(raw: dict, section: str, key):
-    value = raw.get(section)
-    return value if key is None else (value or {}).get(key)
+def _check_fresh_directory(directory: str, overwrite: bool) -> None:
+    """A fresh (non ``--resume``) run never mixes with an earlier run's checkpoint:
+    it is refused, or with ``overwrite`` the earlier checkpoint is deleted first."""
+    from functional_nn.config import ConfigError
+
+    checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
+    if not os.path.exists(checkpoint_path):
+        return
+    if overwrite:
+        os.remove(checkpoint_path)
+        return
+    raise ConfigError(
+        f"{directory} already holds a checkpoint ({checkpoint_path}) from an earlier run: pass --resume to "
+        "continue it, --overwrite to start afresh there, or use another --out"
+    )
 
 
 def _experiment(config):
@@ -204,18 +262,23 @@ def run_summary(config, history: list, test_metrics: dict, wall_time_s: float) -
     }
 
 
-def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
-    from functional_nn.config import build_augment, build_early_stopping, dump_config
+def train_command(
+    config, directory: str, *, resume: bool, progress: bool | None, started: float, overwrite: bool = False
+) -> int:
+    from functional_nn.config import build_augment, build_early_stopping, check_batch_size, dump_config
     from functional_nn.train import NonFiniteLossError, fit
     from functional_nn.train.checkpoint import atomic_write_bytes
 
     if resume:
         _check_resumed_config(config, directory)
+    else:
+        _check_fresh_directory(directory, overwrite)
     mesh = _data_mesh(config)
-    os.makedirs(directory, exist_ok=True)
-    atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
     data, model, loss, optimizer, train_state = _experiment(config)
     training = config.training
+    check_batch_size(training, data)
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
     augment = build_augment(training, data.image_shape)
     epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment, mesh)
     evaluate = _evaluate_fn(config, model, loss, mesh)
@@ -235,6 +298,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
             resume=resume,
             progress=training.progress if progress is None else progress,
             mesh=mesh,
+            config=_plain_config(config),
         )
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -288,7 +352,11 @@ def main(argv=None) -> int:
         config = load_config(args.config, args.overrides)
         directory = run_directory(config, args.out)
         if args.command == "train":
-            return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
+            if args.resume and args.overwrite:
+                raise ConfigError("--resume and --overwrite exclude each other: continue the run, or start afresh")
+            return train_command(
+                config, directory, resume=args.resume, progress=args.progress, started=started, overwrite=args.overwrite
+            )
         if args.command == "eval":
             return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
         return search_command(config, directory)

@@ -607,8 +607,28 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
         training=parse_section(TrainingConfig, raw.get("training"), "training"),
     )
     _check_data_files(config.data)
+    _check_split_fractions(config.data)
     _check_optimizer_builds(config)
     return config
+
+
+def _check_split_fractions(data: DataConfig) -> None:
+    """The validation and test splits must leave some training data."""
+    if data.val_fraction + data.test_fraction >= 1.0:
+        raise ConfigError(
+            f"data.val_fraction={data.val_fraction!r} + data.test_fraction={data.test_fraction!r} "
+            f"= {data.val_fraction + data.test_fraction:g}: must be < 1 (no training examples would be left)"
+        )
+
+
+def check_batch_size(training: TrainingConfig, data) -> None:
+    """``training.batch_size`` must not exceed the training split of ``data`` (a ``DataSplits``)."""
+    examples = len(data.train.x)
+    if training.batch_size > examples:
+        raise ConfigError(
+            f"training.batch_size={training.batch_size!r}: larger than the training split, which has "
+            f"{examples} examples (lower training.batch_size to at most {examples})"
+        )
 
 
 def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Config:
@@ -655,7 +675,8 @@ def dump_config(config: Config) -> str:
 
 
 def build_data(data: DataConfig):
-    """The :class:`~functional_nn.data.DataSplits` the section describes."""
+    """The :class:`~functional_nn.data.DataSplits` the section describes
+    (see :func:`check_batch_size` for checking a batch size against it)."""
     from functional_nn import data as datasets
 
     common = dict(

@@ -117,3 +117,68 @@ def test_resume_in_a_new_process_is_bit_identical(straight_run, tmp_path):
     straight, _ = straight_run
     assert _metrics(out) == _metrics(straight)
     assert _leaf_bytes(out) == _leaf_bytes(straight)
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_fresh_run_never_mixes_with_an_earlier_checkpoint(tmp_path, capsys):
+    """A fresh run into a directory holding a checkpoint is refused (nothing is
+    overwritten), and --resume checks the config stored in the checkpoint, not
+    config.yaml (which an interrupted run may have replaced)."""
+    out = str(tmp_path / "run")
+    assert main(["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=1"]) == 0
+    config_before, checkpoint_before = _read(os.path.join(out, "config.yaml")), _leaf_bytes(out)
+    other = ["--set", "optimizer.name=sgd", "--set", "optimizer.learning_rate=1e30"]  # dies with NaN in epoch 1
+    capsys.readouterr()
+    assert main(["train", TINY, "--out", out, "--no-progress", *other]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a checkpoint" in err and "--resume" in err and "last good checkpoint" not in err
+    assert _read(os.path.join(out, "config.yaml")) == config_before and _leaf_bytes(out) == checkpoint_before
+    # config.yaml replaced (as by a run that died before its first checkpoint): the checkpoint still decides
+    config = load_config(TINY, ["optimizer.name=sgd", "optimizer.learning_rate=1e30"])
+    from functional_nn.config import dump_config
+
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        f.write(dump_config(config))
+    assert main(["train", TINY, "--out", out, "--no-progress", "--resume", *other]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: the config differs" in err and "checkpoint.npz" in err
+    assert "optimizer.learning_rate" in err and "optimizer.name" in err
+    assert _leaf_bytes(out) == checkpoint_before
+    # --overwrite starts afresh there: the earlier checkpoint is gone, the new run's metrics start at epoch 1
+    assert main(["train", TINY, "--out", out, "--no-progress", "--resume", "--overwrite"]) == 2
+    fresh = ["--set", "training.epochs=1", "--set", "training.seed=1"]
+    assert main(["train", TINY, "--out", out, "--no-progress", "--overwrite", *fresh]) == 0
+    assert _leaf_bytes(out) != checkpoint_before and [r["epoch"] for r in _metrics(out)] == [1]
+
+
+def test_resume_compares_keys_missing_on_either_side(tmp_path, capsys):
+    out = str(tmp_path / "b1")
+    assert main(["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=1", "--set", "optimizer.b1=0.5"]) == 0
+    capsys.readouterr()
+    assert main(["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=2", "--resume"]) == 2
+    assert "optimizer.b1" in capsys.readouterr().err
+    # the epoch budget may change
+    args = ["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=2", "--set", "optimizer.b1=0.5"]
+    assert main([*args, "--resume"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2]
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_split_fractions_and_batch_size_errors_name_the_key(tmp_path, capsys, command):
+    grid = ["--set", "search={optimizer.learning_rate: [0.01, 0.1]}"] if command == "search" else []
+    base = [command, TINY, "--out", str(tmp_path / command), "--set", "training.epochs=1", *grid]
+    if command == "train":
+        base.append("--no-progress")
+    assert main([*base, "--set", "data.val_fraction=0.6", "--set", "data.test_fraction=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "data.val_fraction=0.6" in err and "data.test_fraction=0.5" in err
+    assert main([*base, "--set", "training.batch_size=5000"]) == 2
+    examples = len(build_data(load_config(TINY).data).train.x)
+    assert f"training.batch_size=5000: larger than the training split, which has {examples} examples" in (
+        capsys.readouterr().err
+    )
+    assert not os.path.exists(tmp_path / command / "checkpoint.npz")

@@ -88,6 +88,8 @@ def test_defaults_and_layer_forms():
         ("optimizer.b1=1.5", r"optimizer\.b1=1\.5: must be in \[0, 1\)"),
         ("training.early_stopping.patience=0", r"training\.early_stopping\.patience=0: must be in \[1, inf\)"),
         ("data.val_fraction=1.2", r"data\.val_fraction=1\.2: must be in \[0, 1\)"),
+        ("data.val_fraction=0.6 data.test_fraction=0.5", r"data\.val_fraction=0\.6 \+ data\.test_fraction=0\.5.*< 1"),
+        ("search={data.val_fraction: [0.1, 0.9]}", r"search\.data\.val_fraction: value 0\.9 is invalid.*data\.test_fraction"),
         ("training.devices=0", r"training\.devices=0: must be 'all' or an integer >= 1"),
         ("loss.name=cross_entropy", r"loss\.name='cross_entropy': must be one of .*"),
         ("optimizer.schedule={name: cosine, decay_steps: 10}", r"did you mean 'cosine_decay'\?"),
@@ -102,7 +104,15 @@ def test_defaults_and_layer_forms():
 )
 def test_invalid_values_are_errors_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
-        parse([override])
+        parse(override.split(" ") if " data." in override else [override])
+
+
+def test_batch_size_larger_than_the_training_split_names_the_key():
+    config = parse(["training.batch_size=5000"])
+    data = cfg.build_data(config.data)
+    with pytest.raises(ConfigError, match=rf"training\.batch_size=5000: .* {len(data.train.x)} examples"):
+        cfg.check_batch_size(config.training, data)
+    cfg.check_batch_size(parse([f"training.batch_size={len(data.train.x)}"]).training, data)
 
 
 def test_missing_files_are_errors_naming_the_key(tmp_path):

@@ -205,12 +205,15 @@ def load_pytrees(path: str, like: dict) -> tuple[dict, dict]:
 
 class TrainingCheckpoint(NamedTuple):
     """What a resumed run needs: the train state after ``epoch`` completed epochs,
-    the metrics ``history`` so far and the early-stopping state."""
+    the metrics ``history`` so far and the early-stopping state. ``config`` is the
+    run's resolved config as plain data (``config_to_dict``), when the writer gave
+    one: ``--resume`` checks the current config against it."""
 
     train_state: Any
     epoch: int
     history: list
     early_stopping: EarlyStoppingState
+    config: dict | None = None
 
 
 def save_training_checkpoint(path: str, checkpoint: TrainingCheckpoint) -> None:
@@ -230,8 +233,19 @@ def save_training_checkpoint(path: str, checkpoint: TrainingCheckpoint) -> None:
                 "best_epoch": stopping.best_epoch,
                 "wait": stopping.wait,
             },
+            **({"config": checkpoint.config} if checkpoint.config is not None else {}),
         },
     )
+
+
+def read_checkpoint_metadata(path: str) -> dict:
+    """A checkpoint's JSON metadata (epoch, history, early stopping, config when
+    stored), verified but without restoring any arrays (no template needed)."""
+    path = os.fspath(path)
+    entries = _read_entries(path)
+    header = _read_header(path, entries)
+    _verify_digest(path, header, entries)
+    return header["metadata"]
 
 
 def load_training_checkpoint(path: str, like_train_state) -> TrainingCheckpoint:
@@ -250,6 +264,8 @@ def load_training_checkpoint(path: str, like_train_state) -> TrainingCheckpoint:
             best_params=trees["best_params"], best_model_state=trees["best_model_state"], **metadata["early_stopping"]
         )
         train_state = jax.tree.map(jnp.asarray, trees["train_state"])
-        return TrainingCheckpoint(train_state, int(metadata["epoch"]), list(metadata["history"]), stopping)
+        return TrainingCheckpoint(
+            train_state, int(metadata["epoch"]), list(metadata["history"]), stopping, metadata.get("config")
+        )
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path!r} has incomplete training metadata ({e})") from e

@@ -116,6 +116,7 @@ def fit(
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     mesh=None,
+    config: dict | None = None,
 ):
     """Train for up to ``epochs`` epochs; returns ``(train_state, history)``.
 
@@ -143,6 +144,9 @@ def fit(
     training data and the (fresh or resumed) train state are placed on the
     mesh, replicated, once. Checkpoints hold host arrays, so a checkpoint
     written with any number of devices resumes with any other.
+
+    ``config`` (plain JSON data, e.g. ``config_to_dict(config)``) is stored in
+    every checkpoint, so a later resume can check it continues the same run.
     """
     settings = _monitored(validate_early_stopping(early_stopping or EarlyStopping()), val)
     if not isinstance(epochs, int) or epochs < 1:
@@ -179,7 +183,7 @@ def fit(
                 _append_metrics_line(metrics_path, record)
             if checkpoint_path is not None and (stop or epoch == epochs or epoch % checkpoint_every == 0):
                 save_training_checkpoint(
-                    checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state)
+                    checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state, config)
                 )
             bar.set_postfix(_postfix(record), refresh=False)
             bar.update(1)

@@ -378,9 +378,19 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
 
 
 def _cached_data(cache: dict, config: Config):
+    """The group's data splits (built once per data section), checked against its batch size;
+    a data or batch-size problem is a :class:`ConfigError` naming the key."""
+    from functional_nn.config import check_batch_size
+
     key = repr(config.data)
     if key not in cache:
-        cache[key] = build_data(config.data)
+        try:
+            cache[key] = build_data(config.data)
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"data: {e}") from None
+    check_batch_size(config.training, cache[key])
     return cache[key]
 
 
