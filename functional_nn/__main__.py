@@ -5,7 +5,7 @@ resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png`
 ``checkpoint.npz`` and ``summary.json`` (test metrics, best epoch, wall time).
 ``--resume`` continues from that directory's checkpoint, after checking that the
 config matches the one stored in the checkpoint; a fresh run into a directory
-that already holds a checkpoint is refused unless ``--overwrite`` is given. ``eval`` evaluates a
+that already holds a checkpoint starts afresh and replaces it once it writes its own. ``eval`` evaluates a
 run's checkpoint on the test split; ``search`` runs the config's grid search.
 ``training.devices: all | N`` trains data-parallel over that many devices
 (``functional_nn.train.parallel``); ``train --distributed`` first joins a
@@ -60,13 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the run directory's checkpoint; the config must match the one stored in the "
         "checkpoint (only training.epochs, training.progress and training.devices may change). Without "
-        "--resume, training into a directory that already holds a checkpoint is refused (nothing is "
-        "overwritten): resume it, pick another --out, or pass --overwrite",
-    )
-    train.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start afresh in a run directory that already holds a checkpoint, deleting that checkpoint first",
+        "--resume, a run into a directory that already holds a checkpoint starts afresh and replaces that "
+        "checkpoint when it writes its own first one (until then the earlier one stays resumable)",
     )
     progress = train.add_mutually_exclusive_group()
     progress.add_argument(
@@ -169,21 +164,18 @@ def _check_resumed_config(config, directory: str) -> None:
         )
 
 
-def _check_fresh_directory(directory: str, overwrite: bool) -> None:
-    """A fresh (non ``--resume``) run never mixes with an earlier run's checkpoint:
-    it is refused, or with ``overwrite`` the earlier checkpoint is deleted first."""
-    from functional_nn.config import ConfigError
-
+def _note_earlier_checkpoint(directory: str) -> None:
+    """A fresh (non ``--resume``) run into a directory holding an earlier run's
+    checkpoint: say that it will be replaced. It stays until this run writes its
+    own first checkpoint (atomically), and ``--resume`` checks the config stored
+    in it, so the two runs never mix."""
     checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
-    if not os.path.exists(checkpoint_path):
-        return
-    if overwrite:
-        os.remove(checkpoint_path)
-        return
-    raise ConfigError(
-        f"{directory} already holds a checkpoint ({checkpoint_path}) from an earlier run: pass --resume to "
-        "continue it, --overwrite to start afresh there, or use another --out"
-    )
+    if os.path.exists(checkpoint_path):
+        print(
+            f"note: starting afresh; {checkpoint_path} (an earlier run) is replaced when this run writes its first "
+            "checkpoint (use --resume to continue it instead, or another --out to keep both)",
+            file=sys.stderr,
+        )
 
 
 def _experiment(config):
@@ -262,9 +254,7 @@ def run_summary(config, history: list, test_metrics: dict, wall_time_s: float) -
     }
 
 
-def train_command(
-    config, directory: str, *, resume: bool, progress: bool | None, started: float, overwrite: bool = False
-) -> int:
+def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
     from functional_nn.config import build_augment, build_early_stopping, check_batch_size, dump_config
     from functional_nn.train import NonFiniteLossError, fit
     from functional_nn.train.checkpoint import atomic_write_bytes
@@ -272,7 +262,7 @@ def train_command(
     if resume:
         _check_resumed_config(config, directory)
     else:
-        _check_fresh_directory(directory, overwrite)
+        _note_earlier_checkpoint(directory)
     mesh = _data_mesh(config)
     data, model, loss, optimizer, train_state = _experiment(config)
     training = config.training
@@ -352,11 +342,7 @@ def main(argv=None) -> int:
         config = load_config(args.config, args.overrides)
         directory = run_directory(config, args.out)
         if args.command == "train":
-            if args.resume and args.overwrite:
-                raise ConfigError("--resume and --overwrite exclude each other: continue the run, or start afresh")
-            return train_command(
-                config, directory, resume=args.resume, progress=args.progress, started=started, overwrite=args.overwrite
-            )
+            return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
         if args.command == "eval":
             return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
         return search_command(config, directory)

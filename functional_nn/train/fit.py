@@ -165,13 +165,15 @@ def fit(
 
     x, y, train_state, mesh = _placed(train, train_state, mesh)
     steps_done = int(train_state.step)
+    # the last good checkpoint of *this* run: the one resumed from, then each one written
+    good_checkpoint = _existing(checkpoint_path) if resume else None
     bar = _progress_bar(progress, epochs, start_epoch)
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
             train_state, metrics = epoch_fn(train_state, x, y)
             metrics = jax.device_get(metrics)
-            _check_finite(metrics, epoch, steps_done, checkpoint_path, history)
+            _check_finite(metrics, epoch, steps_done, good_checkpoint, history)
             steps_done = int(train_state.step)
             val_metrics = evaluate_fn(train_state, val.x, val.y) if (val is not None and evaluate_fn) else None
             record = _epoch_record(epoch, metrics, val_metrics, time.perf_counter() - started)
@@ -185,6 +187,7 @@ def fit(
                 save_training_checkpoint(
                     checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state, config)
                 )
+                good_checkpoint = checkpoint_path
             bar.set_postfix(_postfix(record), refresh=False)
             bar.update(1)
             if stop:
@@ -229,10 +232,10 @@ def _monitored_value(settings: EarlyStopping, record: dict) -> float:
     return record[settings.monitor]
 
 
-def _check_finite(metrics: dict, epoch: int, steps_done: int, checkpoint_path, history: list) -> None:
+def _check_finite(metrics: dict, epoch: int, steps_done: int, good_checkpoint, history: list) -> None:
     bad_step = int(metrics["first_nonfinite_step"])
     if bad_step >= 0:
-        raise NonFiniteLossError(epoch, bad_step, steps_done + bad_step, _existing(checkpoint_path), history)
+        raise NonFiniteLossError(epoch, bad_step, steps_done + bad_step, good_checkpoint, history)
 
 
 def _early_stop_message(settings: EarlyStopping, state: EarlyStoppingState, epoch: int) -> str:
