@@ -81,8 +81,16 @@ def test_accumulate_gradients_every_k_must_be_a_positive_python_int(every_k):
     assert str(error.value) == f"every_k={every_k!r}: must be an integer >= 1"
 
 
-def test_accumulate_gradients_accepts_every_k_of_one():
-    optim.accumulate_gradients(optim.sgd(0.1), every_k=1)
+@pytest.mark.parametrize("every_k", [1, np.int64(2)])
+def test_accumulate_gradients_accepts_integers_and_matches_optax_multisteps(every_k):
+    params = jnp.ones(3)
+    ours = optim.accumulate_gradients(optim.sgd(0.1), every_k=every_k)
+    reference = optax.MultiSteps(optax.sgd(0.1), every_k_schedule=int(every_k))
+    ours_state, reference_state = ours.init(params), reference.init(params)
+    for g in (jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 0.5, -1.0])):
+        ours_update, ours_state = ours.update(g, ours_state, params)
+        reference_update, reference_state = reference.update(g, reference_state, params)
+        np.testing.assert_allclose(ours_update, reference_update, rtol=1e-6)
 
 
 @pytest.mark.parametrize("clipper", [optim.clip_by_norm, optim.clip_by_global_norm])

@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from functional_nn import _validation
@@ -158,7 +159,7 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int,
     the updates are zero until ``j = every_k``, when ``inner`` sees ``ḡ`` and
     the mean restarts. Equivalent to training with a k-times larger batch.
     """
-    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+    if isinstance(every_k, (bool, np.bool_)) or not isinstance(every_k, (int, np.integer)) or every_k < 1:
         # A float such as 2.5 would pass a range check and then never equal
         # the integer step count, so the updates would stay zero forever.
         raise ValueError(f"every_k={every_k!r}: must be an integer >= 1")
