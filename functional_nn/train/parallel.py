@@ -47,7 +47,7 @@ from jax.sharding import PartitionSpec as P
 
 from functional_nn.train.epoch import make_epoch
 from functional_nn.train.state import TrainState
-from functional_nn.train.step import make_eval_step, make_train_step, summarize_sums
+from functional_nn.train.step import chunk_rows, evaluate_host_chunks, make_eval_step, make_train_step
 
 DATA_AXIS = "data"
 
@@ -225,10 +225,6 @@ def make_parallel_train_epoch(
 # evaluation with each chunk split over devices
 
 
-def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
-    return np.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
-
-
 def make_parallel_evaluate(model, loss: Callable, devices: Any = "all", *, chunk_size: int = 1024):
     """``evaluate(train_state, x, d) -> {"loss", "accuracy"?}`` like
     :func:`functional_nn.train.make_evaluate`, with each chunk of examples split
@@ -247,18 +243,11 @@ def make_parallel_evaluate(model, loss: Callable, devices: Any = "all", *, chunk
     )
 
     def evaluate(train_state: TrainState, x, targets) -> dict:
-        x, targets = np.asarray(x), np.asarray(targets)
         if len(x) == 0:
             raise ValueError("cannot evaluate on an empty data set")
         params, model_state = place_replicated((train_state.params, train_state.model_state), mesh)
-        totals = None
-        for start in range(0, len(x), size):
-            xc, tc = x[start : start + size], targets[start : start + size]
-            mask = _pad_rows(np.ones(len(xc), np.float32), size)
-            chunk = shard_batch((_pad_rows(xc, size), _pad_rows(tc, size), mask), mesh)
-            sums = jax.device_get(eval_sums(params, model_state, *chunk))
-            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-        return summarize_sums(totals)
+        return evaluate_host_chunks(
+            lambda *chunk: eval_sums(params, model_state, *shard_batch(chunk, mesh)), chunk_rows(x, targets, size)
+        )
 
     return evaluate
-

@@ -51,7 +51,7 @@ import numpy as np
 from functional_nn.train.early_stopping import EarlyStopping, resolved_mode, validate_early_stopping
 from functional_nn.train.epoch import make_epoch
 from functional_nn.train.state import TrainState
-from functional_nn.train.step import make_eval_step, make_train_step
+from functional_nn.train.step import chunk_rows, evaluate_device_chunks, make_eval_step, make_train_step
 
 GRID_AXIS = "grid"
 
@@ -138,40 +138,15 @@ def _next_power_of_two(n: int) -> int:
 
 
 def validation_chunks(x, y, chunk_size: int = 1024) -> ValidationChunks:
-    """Cut (x, y) into equal chunks (size: ``chunk_size`` or, for fewer examples,
-    the next power of two, as :func:`~functional_nn.train.make_evaluate` does),
-    zero-padding the last one and masking the padding out."""
-    x, y = np.asarray(x), np.asarray(y)
+    """Cut (x, y) with :func:`~functional_nn.train.step.chunk_rows` into equal
+    chunks, the last one zero-padded and the padding masked out. The chunk size
+    is ``chunk_size`` or, for fewer examples, the next power of two (unlike
+    :func:`~functional_nn.train.make_evaluate`, which always pads to exactly
+    ``chunk_size`` rows): the whole validation set is one argument of the
+    compiled grid epoch, so a small one is not padded to a large chunk."""
     if len(x) == 0:
         raise ValueError("grid search needs validation data to select on: the validation split is empty")
-    size = min(chunk_size, _next_power_of_two(len(x)))
-    chunks = -(-len(x) // size)
-    total = chunks * size
-
-    def pad(a):
-        return np.pad(a, [(0, total - len(a))] + [(0, 0)] * (a.ndim - 1)).reshape((chunks, size) + a.shape[1:])
-
-    return ValidationChunks(pad(x), pad(y), pad(np.ones(len(x), np.float32)))
-
-
-def evaluate_chunks(eval_sums: Callable, params, model_state, chunks: ValidationChunks) -> dict:
-    """Mean divergence (and accuracy) over the validation set: Σ over chunks of
-    the sums Σ_t Div(Y_t, d_t), Σ_t correct_t, then divided by the count n."""
-
-    def add_chunk(totals, chunk):
-        sums = eval_sums(params, model_state, *chunk)
-        return jax.tree.map(jnp.add, totals, sums), None
-
-    first = jax.tree.map(lambda a: a[0], chunks)
-    if chunks.mask.shape[0] == 1:  # one chunk: no loop
-        totals = eval_sums(params, model_state, *first)
-    else:
-        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: eval_sums(params, model_state, *first)))
-        totals, _ = jax.lax.scan(add_chunk, zeros, tuple(chunks))
-    metrics = {"loss": totals["loss_sum"] / totals["count"]}
-    if "correct" in totals:
-        metrics["accuracy"] = totals["correct"] / totals["count"]
-    return metrics
+    return ValidationChunks(*chunk_rows(x, y, min(chunk_size, _next_power_of_two(len(x)))))
 
 
 def improves_on(rule: EarlyStopping, mode: str, best: jax.Array, value: jax.Array) -> jax.Array:
@@ -216,7 +191,8 @@ def make_setting_epoch(build: Build, batch_size: int, rule: EarlyStopping, *, au
         model, loss, optimizer = build(hparams)
         run_epoch = make_epoch(make_train_step(model, loss, optimizer, augment=augment), batch_size, unroll=unroll)
         trained, train_metrics = run_epoch(carry.train_state, x, targets)
-        val_metrics = evaluate_chunks(make_eval_step(model, loss), trained.params, trained.model_state, val)
+        eval_sums = make_eval_step(model, loss)
+        val_metrics = evaluate_device_chunks(lambda *chunk: eval_sums(trained.params, trained.model_state, *chunk), val)
         metrics = {f"train_{k}": v for k, v in train_metrics.items() if k != "first_nonfinite_step"}
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         if monitor not in metrics:

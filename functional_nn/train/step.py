@@ -91,9 +91,46 @@ def make_eval_step(model, loss: Callable):
     return eval_sums
 
 
-def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
-    pad = [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
-    return np.pad(a, pad)
+def chunk_rows(x, targets, size: int) -> tuple:
+    """(x, d) cut on the host into C = ⌈n / size⌉ chunks of exactly ``size``
+    rows, the last one zero-padded: ``(x (C, size, ...), d (C, size, ...),
+    mask (C, size))`` with mask 1 for the n examples and 0 for the padding."""
+    x, targets = np.asarray(x), np.asarray(targets)
+    chunks = -(-len(x) // size)
+
+    def pad(a):
+        a = np.pad(a, [(0, chunks * size - len(a))] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((chunks, size) + a.shape[1:])
+
+    return pad(x), pad(targets), pad(np.ones(len(x), np.float32))
+
+
+def evaluate_host_chunks(eval_chunk: Callable, chunks) -> Metrics:
+    """Metrics over host chunks from :func:`chunk_rows`: one call of ``eval_chunk(x,
+    d, mask) -> {loss_sum, count, correct?}`` per chunk (a function compiled for one
+    chunk shape serves data sets of every size), the sums added on the host, then
+    divided by the count n (Python floats, :func:`summarize_sums`)."""
+    totals = None
+    for chunk in zip(*chunks):
+        sums = jax.device_get(eval_chunk(*chunk))
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    return summarize_sums(totals)
+
+
+def evaluate_device_chunks(eval_chunk: Callable, chunks) -> Metrics:
+    """The same metrics inside a compiled program (chunks on the device or traced):
+    one ``lax.scan`` over the chunk axis (no loop for a single chunk); the
+    metrics stay arrays."""
+    first = [a[0] for a in chunks]
+    if chunks[-1].shape[0] == 1:
+        return _mean_metrics(eval_chunk(*first))
+
+    def add_chunk(totals, chunk):
+        return jax.tree.map(jnp.add, totals, eval_chunk(*chunk)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: eval_chunk(*first)))
+    totals, _ = jax.lax.scan(add_chunk, zeros, tuple(chunks))
+    return _mean_metrics(totals)
 
 
 def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
@@ -108,27 +145,23 @@ def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
     eval_sums = jax.jit(make_eval_step(model, loss))
 
     def evaluate(train_state: TrainState, x, targets) -> Metrics:
-        x, targets = np.asarray(x), np.asarray(targets)
         if len(x) == 0:
             raise ValueError("cannot evaluate on an empty data set")
-        size, totals = chunk_size, None
-        for start in range(0, len(x), size):
-            xc, tc = x[start : start + size], targets[start : start + size]
-            mask = _pad_to(np.ones(len(xc), np.float32), size)
-            sums = jax.device_get(
-                eval_sums(train_state.params, train_state.model_state, _pad_to(xc, size), _pad_to(tc, size), mask)
-            )
-            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-        return summarize_sums(totals)
+        params, model_state = train_state.params, train_state.model_state
+        return evaluate_host_chunks(
+            lambda *chunk: eval_sums(params, model_state, *chunk), chunk_rows(x, targets, chunk_size)
+        )
 
     return evaluate
 
 
+def _mean_metrics(sums) -> Metrics:
+    metrics = {"loss": sums["loss_sum"] / sums["count"]}
+    if "correct" in sums:
+        metrics["accuracy"] = sums["correct"] / sums["count"]
+    return metrics
+
+
 def summarize_sums(sums) -> Metrics:
     """Sums from ``eval_sums`` to means: loss = Σ Div / n, accuracy = Σ correct / n."""
-    sums = jax.device_get(sums)
-    count = float(sums["count"])
-    metrics = {"loss": float(sums["loss_sum"]) / count}
-    if "correct" in sums:
-        metrics["accuracy"] = float(sums["correct"]) / count
-    return metrics
+    return _mean_metrics({name: float(value) for name, value in jax.device_get(sums).items()})
