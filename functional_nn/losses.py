@@ -14,6 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from functional_nn._validation import check_nonnegative
+from functional_nn.registry import Registry
+
+#: Divergences usable as a training loss, by name.
+LOSSES = Registry("loss")
 
 
 def minibatch_mean(per_value):
@@ -25,6 +29,7 @@ def minibatch_mean(per_value):
     return jnp.mean(per_example)
 
 
+@LOSSES.register(constructor=False)
 def l2_divergence(y, d):
     """Div = ½ Σ_i (y_i − d_i)², averaged over the minibatch.
 
@@ -43,6 +48,7 @@ def _kl_terms(d, log_y):
     return jnp.where(positive, safe_d * (jnp.log(safe_d) - safe_log_y), 0.0)
 
 
+@LOSSES.register(constructor=False)
 def kl_divergence(y, d):
     """Div = Σ_i d_i log d_i − Σ_i d_i log y_i for probability vectors y, d (last axis).
 
@@ -54,6 +60,7 @@ def kl_divergence(y, d):
     return minibatch_mean(_kl_terms(d, log_y))
 
 
+@LOSSES.register(constructor=False)
 def kl_divergence_with_logits(logits, d):
     """KL divergence of y = softmax(logits) from targets d, via log_softmax (stable)."""
     return minibatch_mean(_kl_terms(d, jax.nn.log_softmax(logits, axis=-1)))
@@ -79,6 +86,7 @@ def _label_format(logits, labels, name: str):
         f"{logits_shape[:-1]} (class indices)")
 
 
+@LOSSES.register(constructor=False)
 def softmax_cross_entropy(logits, labels):
     """Div = −Σ_i d_i log softmax(logits)_i, averaged over the minibatch.
 

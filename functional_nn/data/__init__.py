@@ -3,6 +3,7 @@
 from functional_nn.data.augment import gaussian_noise, make_augment, random_flip, random_shift
 from functional_nn.data.batching import epoch_batch_indices, num_batches, shuffled_batches
 from functional_nn.data.datasets import (
+    DATASETS,
     DataSplits,
     Split,
     digits_arrays,
@@ -21,6 +22,7 @@ from functional_nn.data.datasets import (
 from functional_nn.data.files import load_idx, load_npz, write_idx
 
 __all__ = [
+    "DATASETS",
     "DataSplits",
     "Split",
     "digits_arrays",

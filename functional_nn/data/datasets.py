@@ -16,6 +16,10 @@ from typing import NamedTuple
 import numpy as np
 
 from functional_nn.data.files import load_idx, load_npz
+from functional_nn.registry import Registry
+
+#: Data set loaders by name; each returns :class:`DataSplits`.
+DATASETS = Registry("dataset")
 
 STANDARDIZE_MODES = ("feature", "global", "none")
 
@@ -155,6 +159,7 @@ def digits_arrays():
     return table[:, :-1], table[:, -1].astype(np.int32)
 
 
+@DATASETS.register(name="digits", main_argument="")
 def load_digits(
     *,
     seed: int = 0,
@@ -193,6 +198,7 @@ def spirals_arrays(n_per_class: int = 100, num_classes: int = 3, noise: float = 
     return x, labels.astype(np.int32)
 
 
+@DATASETS.register(name="spirals", main_argument="")
 def spirals(
     n_per_class: int = 100,
     num_classes: int = 3,
@@ -226,6 +232,7 @@ def noisy_function_arrays(n: int = 256, noise: float = 0.1, *, seed: int = 0):
     return x, d.astype(np.float32)
 
 
+@DATASETS.register(name="noisy_function", main_argument="")
 def noisy_function(
     n: int = 256,
     noise: float = 0.1,
@@ -274,6 +281,7 @@ def _find_idx_file(directory: str, stem: str) -> str | None:
     return None
 
 
+@DATASETS.register(name="idx", main_argument="")
 def load_idx_directory(
     directory: str,
     *,
@@ -325,6 +333,7 @@ def load_idx_directory(
     )
 
 
+@DATASETS.register(name="npz", main_argument="")
 def load_npz_file(
     path: str,
     *,

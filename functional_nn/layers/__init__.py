@@ -10,7 +10,7 @@ functions are attributes of them (``batchnorm.normalize``,
 
 from functional_nn.layers import batchnorm as _batchnorm_module
 from functional_nn.layers import dropout as _dropout_module
-from functional_nn.layers.base import Layer, serial, split_key
+from functional_nn.layers.base import LAYERS, Layer, serial, split_key
 from functional_nn.layers.core import (
     INITIALIZERS,
     Activation,
@@ -44,6 +44,7 @@ dropout = _dropout_module.dropout
 fold_into_dense = _dropout_module.fold_into_dense
 
 __all__ = [
+    "LAYERS",
     "Layer",
     "serial",
     "split_key",

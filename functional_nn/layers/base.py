@@ -13,6 +13,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
+from functional_nn.registry import Registry
+
+#: Layer constructors (and ready-made layers) by name, as configs name them.
+LAYERS = Registry("layer")
+
 Shape = tuple
 InitFn = Callable[[Any, Shape], tuple]  # (key, input_shape) -> (output_shape, params, state)
 ApplyFn = Callable[..., tuple]  # (params, state, x, *, train, key=None) -> (y, new_state)

@@ -47,7 +47,7 @@ from jax import lax
 
 from functional_nn._validation import check_in_range, check_nonnegative
 from functional_nn.layers._checks import check_choice
-from functional_nn.layers.base import Layer
+from functional_nn.layers.base import LAYERS, Layer
 
 STATS_MODES = ("ema", "cumulative")
 
@@ -275,6 +275,7 @@ def update_running_statistics(state: BatchNormState, mean_B, var_B, B: int, ema_
 # ---------------------------------------------------------------- the layer
 
 
+@LAYERS.register
 def batchnorm(*, eps=1e-5, stats: str = "ema", ema_decay=0.9, axis_name=None) -> Layer:
     """Batch normalization over every axis but the last (features).
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_nn.layers._checks import check_choice
-from functional_nn.layers.base import Layer
+from functional_nn.layers.base import LAYERS, Layer
 
 #: Initializers selectable by name in ``dense(w_init=..., b_init=...)``;
 #: the variance-scaling ones are ``jax.nn.initializers``' (fan_in for lecun/he,
@@ -43,6 +43,7 @@ def linear(params, x):
     return x @ params["w"] + params["b"]
 
 
+@LAYERS.register
 def dense(out_dim: int, *, w_init="lecun_normal", b_init="zeros", dtype=jnp.float32) -> Layer:
     """Fully connected layer z = x W + b on the last axis.
 
@@ -107,6 +108,12 @@ softmax = elementwise(jax.nn.softmax, axis=-1)
 log_softmax = elementwise(jax.nn.log_softmax, axis=-1)
 
 
+for _name, _layer in (("relu", relu), ("sigmoid", sigmoid), ("tanh", tanh), ("gelu", gelu),
+                     ("softplus", softplus), ("softmax", softmax), ("log_softmax", log_softmax)):
+    LAYERS.register(_layer, name=_name)
+
+
+@LAYERS.register
 def flatten() -> Layer:
     """Flatten every axis but the batch axis: (B, d1, d2, ...) -> (B, d1·d2·...)."""
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from functional_nn._validation import check_in_range, is_concrete
 from functional_nn.layers._checks import check_choice
-from functional_nn.layers.base import Layer
+from functional_nn.layers.base import LAYERS, Layer
 
 MODES = ("inverted", "scale_at_test")
 
@@ -66,6 +66,7 @@ def _is_zero(rate) -> bool:
     return is_concrete(rate) and bool(np.all(np.asarray(rate) == 0.0))
 
 
+@LAYERS.register
 def dropout(rate, *, mode: str = "inverted") -> Layer:
     """Dropout layer; ``rate`` = 1 − α is the drop probability, in [0, 1).
 

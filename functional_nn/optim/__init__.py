@@ -27,6 +27,7 @@ from functional_nn.optim.base import (
     EmptyState,
     GradientTransformation,
     GradientTransformationExtraArgs,
+    OPTIMIZERS,
     ScalarOrSchedule,
     ScheduleState,
     apply_updates,
@@ -78,7 +79,7 @@ __all__ = [
     "clip", "clip_by_norm", "clip_by_global_norm",
     "add_l2_penalty", "add_decayed_weights",
     "masked", "mask_by_name", "skip_nonfinite", "accumulate_gradients",
-    "chain", "identity", "apply_updates",
+    "chain", "identity", "apply_updates", "OPTIMIZERS",
     # types and states
     "GradientTransformation", "GradientTransformationExtraArgs", "EmptyState",
     "ScalarOrSchedule", "ScheduleState", "ScaleByMomentumState",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from functional_nn.optim import transforms
-from functional_nn.optim.base import GradientTransformation, ScalarOrSchedule, chain, identity
+from functional_nn.optim.base import OPTIMIZERS, GradientTransformation, ScalarOrSchedule, chain, identity
 from functional_nn.optim.regularization import add_decayed_weights
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 
+@OPTIMIZERS.register
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: Optional[Any] = None,
@@ -66,6 +67,7 @@ def sgd(
     return chain(direction, transforms.scale_by_learning_rate(learning_rate))
 
 
+@OPTIMIZERS.register
 def momentum(
     learning_rate: ScalarOrSchedule,
     momentum: Any = 0.9,
@@ -82,6 +84,7 @@ def momentum(
     return sgd(learning_rate, momentum, nesterov, accumulator_dtype)
 
 
+@OPTIMIZERS.register
 def nesterov(
     learning_rate: ScalarOrSchedule,
     momentum: Any = 0.9,
@@ -96,6 +99,7 @@ def nesterov(
     return sgd(learning_rate, momentum, True, accumulator_dtype)
 
 
+@OPTIMIZERS.register
 def rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: Any = 0.9,
@@ -129,6 +133,7 @@ def rmsprop(
     )
 
 
+@OPTIMIZERS.register
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: Any = 0.1,
@@ -152,6 +157,7 @@ def adagrad(
     )
 
 
+@OPTIMIZERS.register
 def adadelta(
     learning_rate: Optional[ScalarOrSchedule] = 1.0,
     rho: Any = 0.9,
@@ -178,6 +184,7 @@ def adadelta(
     )
 
 
+@OPTIMIZERS.register
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -205,6 +212,7 @@ def adam(
     )
 
 
+@OPTIMIZERS.register
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
@@ -233,6 +241,7 @@ def adamw(
     )
 
 
+@OPTIMIZERS.register
 def rprop(
     learning_rate: Any,
     eta_minus: Any = 0.5,
@@ -257,6 +266,7 @@ def rprop(
     )
 
 
+@OPTIMIZERS.register
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     r"""signSGD: ``w_{k+1} = w_k - η\, \mathrm{sign}(∂_w D)`` — the notes' limit
     of RMSProp "if using the same step over a long period"."""

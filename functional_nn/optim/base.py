@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from functional_nn.registry import Registry
+
 GradientTransformation = optax.GradientTransformation
 GradientTransformationExtraArgs = optax.GradientTransformationExtraArgs
 EmptyState = optax.EmptyState
@@ -27,6 +29,9 @@ Schedule = Callable[[jax.Array], Any]
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
 
 apply_updates = optax.apply_updates
+
+#: Optimizer aliases ``(learning_rate, ...)`` by name, as configs name them.
+OPTIMIZERS = Registry("optimizer")
 
 __all__ = [
     "GradientTransformation",
