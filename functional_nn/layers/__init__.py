@@ -3,11 +3,12 @@
     init(key, input_shape) -> (output_shape, params, state)
     apply(params, state, x, *, train: bool, key=None) -> (y, new_state)
 
-``batchnorm`` and ``dropout`` are the layer constructors; their plain
-functions are attributes of them (``batchnorm.normalize``,
-``dropout.fold_into_dense``, ...) and are exported here too.
+``batchnorm`` and ``dropout`` are modules that are also their layers'
+constructors (``layers.batchnorm(eps=1e-3)``, ``layers.batchnorm.normalize``);
+their plain functions are exported here too.
 """
 
+from functional_nn.layers import batchnorm, dropout
 from functional_nn.layers import batchnorm as _batchnorm_module
 from functional_nn.layers import dropout as _dropout_module
 from functional_nn.layers.base import LAYERS, Layer, serial, split_key
@@ -30,7 +31,6 @@ from functional_nn.layers.core import (
 )
 
 BatchNormState = _batchnorm_module.BatchNormState
-batchnorm = _batchnorm_module.batchnorm
 batch_statistics = _batchnorm_module.batch_statistics
 batch_normalize = _batchnorm_module.batch_normalize
 normalize = _batchnorm_module.normalize
@@ -40,7 +40,6 @@ set_stats_mode = _batchnorm_module.set_stats_mode
 reset_statistics = _batchnorm_module.reset_statistics
 recompute_statistics = _batchnorm_module.recompute_statistics
 
-dropout = _dropout_module.dropout
 fold_into_dense = _dropout_module.fold_into_dense
 
 __all__ = [

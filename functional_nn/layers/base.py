@@ -9,6 +9,8 @@ without parameters has ``params == ()``, one without state ``state == ()``.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -29,6 +31,28 @@ class Layer(NamedTuple):
 
     init: InitFn
     apply: ApplyFn
+
+
+class _ConstructorModule(types.ModuleType):
+    """A layer module that is also its layer's constructor (see :func:`callable_module`)."""
+
+    def __call__(self, *args, **kwargs):
+        return self.__constructor__(*args, **kwargs)
+
+
+def callable_module(module_name: str, constructor: Callable) -> None:
+    """Make the module ``module_name`` callable as ``constructor``.
+
+    A module named after its layer (``layers/batchnorm.py`` defines
+    ``batchnorm``) stays a module, with its plain functions as attributes
+    (``layers.batchnorm.normalize``), and calling it builds the layer
+    (``layers.batchnorm(eps=1e-3)``), so ``import functional_nn.layers.batchnorm
+    as bn`` and ``layers.batchnorm()`` both mean what they say.
+    Call it at the end of the module: ``callable_module(__name__, batchnorm)``.
+    """
+    module = sys.modules[module_name]
+    module.__constructor__ = constructor
+    module.__class__ = _ConstructorModule
 
 
 def split_key(key, num: int) -> tuple:

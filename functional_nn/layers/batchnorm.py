@@ -31,7 +31,7 @@ mode by one of two rules, selected by the state's ``cumulative`` flag:
 The plain functions (``batch_statistics``, ``batch_normalize``, ``normalize``,
 ``update_running_statistics``, ``init_state``, ``reset_statistics``,
 ``set_stats_mode``, ``recompute_statistics``) are module attributes and are
-also reachable as attributes of the ``batchnorm`` layer constructor, so
+also attributes of this module, which is callable as the ``batchnorm`` layer constructor, so
 ``layers.batchnorm.normalize(...)`` works from the package too.
 """
 
@@ -47,7 +47,7 @@ from jax import lax
 
 from functional_nn._validation import check_in_range, check_nonnegative
 from functional_nn.layers._checks import check_choice
-from functional_nn.layers.base import LAYERS, Layer
+from functional_nn.layers.base import LAYERS, Layer, callable_module
 
 STATS_MODES = ("ema", "cumulative")
 
@@ -388,18 +388,4 @@ def _restore_flags(model_state, flags):
     return map_batchnorm_states(lambda s: s._replace(cumulative=next(flags)), model_state)
 
 
-for _plain_function in (
-    batch_statistics,
-    batch_normalize,
-    normalize,
-    update_running_statistics,
-    init_state,
-    values_per_feature,
-    map_batchnorm_states,
-    set_stats_mode,
-    reset_statistics,
-    recompute_statistics,
-):
-    setattr(batchnorm, _plain_function.__name__, _plain_function)
-batchnorm.BatchNormState = BatchNormState
-del _plain_function
+callable_module(__name__, batchnorm)

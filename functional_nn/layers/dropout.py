@@ -9,7 +9,7 @@ The notes' two implementations, which agree in expectation:
   test time is the identity, with weights unchanged.
 
 Plain functions: ``keep_mask``, ``dropout_train``, ``dropout_eval``,
-``fold_into_dense`` (also attributes of the ``dropout`` layer constructor).
+``fold_into_dense``. The module is callable: ``layers.dropout(0.2)`` builds the layer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from functional_nn._validation import check_in_range, is_concrete
 from functional_nn.layers._checks import check_choice
-from functional_nn.layers.base import LAYERS, Layer
+from functional_nn.layers.base import LAYERS, Layer, callable_module
 
 MODES = ("inverted", "scale_at_test")
 
@@ -96,6 +96,4 @@ def dropout(rate, *, mode: str = "inverted") -> Layer:
     return Layer(init, apply)
 
 
-for _plain_function in (keep_probability, keep_mask, dropout_train, dropout_eval, fold_into_dense):
-    setattr(dropout, _plain_function.__name__, _plain_function)
-del _plain_function
+callable_module(__name__, dropout)
