@@ -1,9 +1,20 @@
 """Data sets, on-device shuffling into minibatches, and augmentation."""
 
 from functional_nn.data.augment import gaussian_noise, make_augment, random_flip, random_shift
+from functional_nn.data.checks import (
+    DataError,
+    DataFileNotFoundError,
+    check_inputs,
+    check_labels,
+    check_regression_targets,
+    check_split,
+    check_splits,
+    check_targets,
+)
 from functional_nn.data.batching import epoch_batch_indices, num_batches, shuffled_batches
 from functional_nn.data.datasets import (
     DATASETS,
+    STANDARDIZE_MODES,
     DataSplits,
     Split,
     digits_arrays,
@@ -23,7 +34,16 @@ from functional_nn.data.files import load_idx, load_npz, write_idx
 
 __all__ = [
     "DATASETS",
+    "STANDARDIZE_MODES",
+    "DataError",
+    "DataFileNotFoundError",
     "DataSplits",
+    "check_inputs",
+    "check_labels",
+    "check_regression_targets",
+    "check_split",
+    "check_splits",
+    "check_targets",
     "Split",
     "digits_arrays",
     "epoch_batch_indices",
