@@ -73,7 +73,7 @@ def check_real(name: str, value, minimum: float = -math.inf, maximum: float = ma
       TypeError: ``value`` is not a real number.
       ValueError: ``value`` is NaN, infinite or outside the interval.
     """
-    closing = "]" if maximum_inclusive else ")"
+    closing = "]" if maximum_inclusive and math.isfinite(maximum) else ")"
     accepted = f"a number in [{minimum:g}, {maximum:g}{closing}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}={value!r}: must be {accepted}")
@@ -114,8 +114,9 @@ def _where(position: int, rows) -> str:
     return text
 
 
-def _plural(count: int, singular: str, plural: str) -> str:
-    return f"{count} {singular if count == 1 else plural}"
+def finite_rows(array: np.ndarray) -> np.ndarray:
+    """For each example (row along axis 0), whether all its values are finite."""
+    return np.isfinite(array).all(axis=tuple(range(1, array.ndim)))
 
 
 def _check_numeric(name: str, array: np.ndarray, what: str) -> None:
@@ -143,7 +144,7 @@ def check_inputs(name: str, x, *, rows=None) -> None:
         )
     if x.dtype.kind != "f":
         return
-    bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    bad = ~finite_rows(x)
     count = int(bad.sum())
     if count:
         first = int(np.argmax(bad))
@@ -204,7 +205,7 @@ def check_regression_targets(name: str, y, *, rows=None) -> np.ndarray:
     if y.ndim < 1:
         raise DataError(f"{name}: targets have shape {y.shape}; accepted: (N, ...)")
     y = y.astype(np.float32, copy=False)
-    bad = ~np.isfinite(y).reshape(len(y), -1).all(axis=1)
+    bad = ~finite_rows(y)
     count = int(bad.sum())
     if count:
         first = int(np.argmax(bad))

@@ -23,6 +23,7 @@ from functional_nn.data.checks import (
     check_path,
     check_real,
     check_split,
+    finite_rows,
 )
 from functional_nn.data.files import load_idx, load_npz
 from functional_nn.registry import Registry
@@ -104,13 +105,14 @@ def standardization_statistics(x_train: np.ndarray, mode: str = "feature"):
 
 def standardize(x: np.ndarray, mean, std) -> np.ndarray:
     """(x − μ) / σ in float32."""
-    return ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow to inf is reported by the caller's check
+        return ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
 
 
 def _standardized_split(name: str, split: Split, mean, std) -> Split:
     """``split`` with standardised inputs; an input too large for float32 is a :class:`DataError`."""
     x = standardize(split.x, mean, std)
-    bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    bad = ~finite_rows(x)
     if bad.any():
         raise DataError(
             f"{name}: {int(bad.sum())} of {len(x)} examples overflow float32 after standardising "
@@ -474,6 +476,8 @@ def load_idx_directory(
     """
     common = _split_arguments("load_idx_directory", seed, val_fraction, test_fraction, standardize, legacy)
     directory = check_path("path", path)
+    if num_classes is not None:
+        check_integer("num_classes", num_classes, 2)
     if not os.path.isdir(directory):
         raise DataFileNotFoundError(f"IDX data directory {directory!r} does not exist")
     paths = {stem: _find_idx_file(directory, stem) for stem in IDX_STEMS}
@@ -549,6 +553,8 @@ def load_npz_file(
     """
     common = _split_arguments("load_npz_file", seed, val_fraction, test_fraction, standardize, legacy)
     path = check_path("path", path)
+    if num_classes is not None:
+        check_integer("num_classes", num_classes, 2)
     x, y, test = _npz_arrays(path, load_npz(path))
     return make_splits(
         x,

@@ -191,7 +191,7 @@ def load_npz(path: str) -> dict:
         with open(path, "rb") as f:
             is_npy = f.read(6) == b"\x93NUMPY"
         hint = "; it is a .npy file: save with np.savez(path, x=..., y=...)" if is_npy else ""
-        raise DataError(f"{path}: not a .npz file (not a zip archive{hint})")
+        raise DataError(f"{path}: not a .npz file (not a zip archive, or a truncated one{hint})")
     try:
         with zipfile.ZipFile(path) as archive:
             members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
