@@ -145,6 +145,8 @@ def test_empty_training_split_and_mismatched_lengths():
         data.make_splits(np.zeros((2, 1)), np.array([0, 1]), num_classes=2, val_fraction=0.4, test_fraction=0.4)
     with pytest.raises(data.DataError, match="x and y have different lengths: x \\(3, 1\\), y \\(2,\\)"):
         data.make_splits(np.zeros((3, 1)), np.array([0, 1]), num_classes=2)
+    empty_held_out = data.noisy_function(20, val_fraction=0.0, test_fraction=0.0)
+    assert data.check_splits(empty_held_out).val.y.shape == (0, 1) and len(empty_held_out.train.x) == 20
 
 
 def test_check_splits_on_hand_built_splits():
@@ -472,3 +474,13 @@ def test_spirals_total_n_gives_n_over_classes_per_class():
     by_class = data.spirals(20, 3, 0.1)
     np.testing.assert_array_equal(by_total.train.x, by_class.train.x)
     np.testing.assert_array_equal(by_total.test.y, by_class.test.y)
+
+
+def test_npz_member_claiming_more_bytes_than_it_stores(tmp_path):
+    path = _zip_of_npy(tmp_path / "claims.npz", x=_npy_bytes(np.zeros((4, 2))), y=_npy_bytes(np.arange(4)))
+    raw = bytearray(open(path, "rb").read())
+    entry = raw.index(b"PK\x01\x02")  # the central directory's entry of x.npy
+    struct.pack_into("<I", raw, entry + 24, 2**32 - 2)  # its uncompressed size: ~4 GB
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(data.DataError, match="claims.npz: array 'x' claims 4294967294 bytes but holds .* compressed bytes"):
+        data.load_npz(path)

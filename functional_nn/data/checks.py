@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 SPLIT_NAMES = ("train", "val", "test")
+NUMERIC_DTYPES = "numeric (bool, integer or float)"
 
 
 class DataError(ValueError):
@@ -121,7 +122,7 @@ def finite_rows(array: np.ndarray) -> np.ndarray:
 
 def _check_numeric(name: str, array: np.ndarray, what: str) -> None:
     if array.dtype.kind not in "biuf":
-        raise DataError(f"{name}: {what} have dtype {array.dtype}; numeric (bool, integer or float) arrays are accepted")
+        raise DataError(f"{name}: {what} have dtype {array.dtype}; {NUMERIC_DTYPES} arrays are accepted")
 
 
 def check_inputs(name: str, x, *, rows=None) -> None:

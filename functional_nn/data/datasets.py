@@ -17,6 +17,7 @@ import numpy as np
 
 from functional_nn.data.checks import (
     DataError,
+    NUMERIC_DTYPES,
     DataFileNotFoundError,
     check_fractions,
     check_integer,
@@ -67,13 +68,9 @@ class DataSplits(NamedTuple):
 # splitting, checking and standardising
 
 
-def _check_fractions(val_fraction: float, test_fraction: float) -> None:
-    check_fractions(val_fraction, test_fraction)
-
-
 def split_indices(n: int, seed: int, val_fraction: float, test_fraction: float):
     """A deterministic random partition of ``range(n)`` into (train, val, test) indices."""
-    _check_fractions(val_fraction, test_fraction)
+    check_fractions(val_fraction, test_fraction)
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(test_fraction * n))
     n_val = int(round(val_fraction * n))
@@ -294,7 +291,9 @@ def _examples_per_class(n_per_class, n, num_classes) -> int:
     if n is None:
         return 100 if n_per_class is None else n_per_class
     if n_per_class is not None:
-        raise ValueError(f"n={n!r}: give either n (all examples) or n_per_class, not both (n_per_class={n_per_class!r})")
+        raise ValueError(
+            f"n={n!r}: give either n (all examples) or n_per_class, not both (n_per_class={n_per_class!r})"
+        )
     n = check_integer("n", n, 1)
     num_classes = check_integer("num_classes", num_classes, 2)
     if n < num_classes:
@@ -382,7 +381,7 @@ def _check_file_arrays(source: str, x_name: str, x: np.ndarray, y_name: str, y: 
     """Structure of one (inputs, targets) pair read from a file: numeric, (N, ...) inputs, equal lengths."""
     for name, array in ((x_name, x), (y_name, y)):
         if array.dtype.kind not in "biuf":
-            raise DataError(f"{source}: {name} has dtype {array.dtype}; numeric (bool, integer or float) arrays are accepted")
+            raise DataError(f"{source}: {name} has dtype {array.dtype}; {NUMERIC_DTYPES} arrays are accepted")
         if array.ndim == 0 or len(array) == 0:
             raise DataError(f"{source}: {name} has shape {array.shape}; at least one example is needed")
     if x.ndim < 2:
@@ -391,7 +390,7 @@ def _check_file_arrays(source: str, x_name: str, x: np.ndarray, y_name: str, y: 
         raise DataError(f"{source}: {x_name} has {len(x)} examples but {y_name} has {len(y)}; they must be equal")
 
 
-def _check_same_example_shape(source: str, train_name: str, train: np.ndarray, test_name: str, test: np.ndarray) -> None:
+def _check_same_example_shape(source: str, train_name: str, train, test_name: str, test) -> None:
     if train.shape[1:] != test.shape[1:]:
         raise DataError(
             f"{source}: examples of {test_name} have shape {test.shape[1:]}, those of {train_name} "
@@ -434,7 +433,11 @@ def _find_idx_file(directory: str, stem: str) -> str | None:
 def _idx_images(path: str) -> np.ndarray:
     """Images of an IDX file; uint8 pixels scaled to [0, 1]."""
     x = load_idx(path)
-    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+    if x.dtype != np.uint8:
+        return x
+    pixels = x.astype(np.float32)
+    pixels /= 255.0
+    return pixels
 
 
 def _idx_pair(directory: str, paths: dict, images: str, labels: str):

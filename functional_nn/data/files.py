@@ -87,7 +87,9 @@ def _idx_header(path: str, f) -> tuple[np.dtype, tuple]:
     dtype, ndim = IDX_TYPES[magic[2]], magic[3]
     sizes = bytes(_read_at_most(f, 4 * ndim))
     if len(sizes) < 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions need {4 * ndim} bytes of sizes, found {len(sizes)})")
+        raise DataError(
+            f"{path}: truncated IDX header ({ndim} dimensions need {4 * ndim} bytes of sizes, found {len(sizes)})"
+        )
     return dtype, struct.unpack(f">{ndim}I", sizes)
 
 
@@ -149,7 +151,8 @@ def write_idx(path: str, array) -> None:
 def _check_member_size(path: str, name: str, info: zipfile.ZipInfo) -> None:
     """A member's declared (uncompressed) size must be one its compressed bytes can hold."""
     stored = info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size
-    deflated = info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 1024
+    deflate_bound = DEFLATE_MAX_RATIO * info.compress_size + 1024
+    deflated = info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > deflate_bound
     if stored or deflated:
         raise DataError(
             f"{path}: array {name!r} claims {info.file_size} bytes but holds {info.compress_size} "
@@ -172,7 +175,9 @@ def _read_npy_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo)
             )
         needed, have = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
         if needed != have:
-            raise DataError(f"{path}: array {name!r} of shape {shape} and dtype {dtype} needs {needed} bytes, the file holds {have}")
+            raise DataError(
+                f"{path}: array {name!r} of shape {shape} and dtype {dtype} needs {needed} bytes, the file holds {have}"
+            )
         f.seek(0)
         return np.lib.format.read_array(f, allow_pickle=False)
 
