@@ -12,7 +12,6 @@ States are NamedTuples of arrays; step counters are ``int32`` scalars.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -129,6 +128,19 @@ def _leaf_paths(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
 
+def _structure_difference(updates: Any, reference: Any, reference_name: str) -> str:
+    """The first leaf path (in the reference's order) that only one tree has."""
+    update_paths, reference_paths = _leaf_paths(updates), _leaf_paths(reference)
+    missing = [p for p in reference_paths if p not in set(update_paths)]
+    if missing:
+        return f"{reference_name} have a leaf at {missing[0]} that the updates lack"
+    extra = [p for p in update_paths if p not in set(reference_paths)]
+    if extra:
+        return f"the updates have a leaf at {extra[0]} that the {reference_name} lack"
+    # Same leaf paths, different node types (e.g. a list against a tuple).
+    return f"{str(jax.tree.structure(updates))[:200]} vs {str(jax.tree.structure(reference))[:200]}"
+
+
 def check_same_tree(updates: Any, reference: Any, reference_name: str) -> None:
     """Raise ``ValueError`` unless ``updates`` has ``reference``'s tree
     structure and leaf shapes, naming the first leaf path that differs.
@@ -146,14 +158,8 @@ def check_same_tree(updates: Any, reference: Any, reference_name: str) -> None:
     """
     update_def, reference_def = jax.tree.structure(updates), jax.tree.structure(reference)
     if update_def != reference_def:
-        pairs = itertools.zip_longest(_leaf_paths(updates), _leaf_paths(reference))
-        detail = next(((ours, theirs) for ours, theirs in pairs if ours != theirs), None)
-        if detail is None:  # same leaf paths, different node types (e.g. list vs tuple)
-            where = f"{str(update_def)[:200]} vs {str(reference_def)[:200]}"
-        else:
-            ours, theirs = (f"a leaf at {p}" if p is not None else "no further leaf" for p in detail)
-            where = f"the first difference: updates have {ours}, {reference_name} have {theirs}"
-        raise ValueError(f"update: updates and {reference_name} differ in tree structure ({where}); "
+        raise ValueError(f"update: updates and {reference_name} differ in tree structure "
+                         f"({_structure_difference(updates, reference, reference_name)}); "
                          f"the updates must have the tree structure of the {reference_name}")
     leaves = jax.tree_util.tree_leaves_with_path(updates)
     for (path, leaf), other in zip(leaves, jax.tree.leaves(reference)):

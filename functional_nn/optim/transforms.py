@@ -23,8 +23,8 @@ Conventions shared by every rule:
 * a zero denominator: where a rule would divide 0 by 0 (a parameter whose
   gradients were all exactly zero, with ``eps=0``), the direction is 0 —
   no gradient, no step. optax and PyTorch return NaN there (which then
-  spreads through the whole model); where the denominator is positive the
-  result is bit-for-bit theirs.
+  spreads through the whole model). Wherever optax's result is finite,
+  ours is bit-for-bit the same.
 """
 
 from __future__ import annotations
@@ -87,9 +87,21 @@ def _abs_sq(g: jax.Array) -> jax.Array:
     return g * g
 
 
-def _positive(x: jax.Array) -> jax.Array:
-    """``x > 0`` (for complex ``x``, whose imaginary part is 0 here: its real part); NaN is not."""
-    return jnp.real(x) > 0
+def _root_argument(x: jax.Array, eps_outside: Any = 0.0) -> jax.Array:
+    """``x``, the quantity under the square root of a denominator ``√x + ε``,
+    where ``x > 0``; elsewhere 0 if ``ε > 0`` and 1 if ``ε = 0``.
+
+    With ``ε > 0`` a non-positive ``x`` becomes 0, so the denominator is ``ε``
+    (as in optax for ``x = 0``; a centred variance that rounds below 0 is read
+    as 0 instead of giving NaN). With ``ε = 0``, ``x = 0`` only where every
+    gradient so far was 0; the numerator is then 0 too, and reading ``x`` as 1
+    gives the step 0 instead of 0/0 = NaN. The guard sits under the root so
+    that XLA still compiles ``a / √x`` as ``a · rsqrt(x)``, as in optax's
+    program. For complex ``x`` (whose imaginary part is 0 here) the real part
+    is compared.
+    """
+    fallback = jnp.where(jnp.asarray(eps_outside) > 0, jnp.zeros_like(x), jnp.ones_like(x))
+    return jnp.where(jnp.real(x) > 0, x, fallback)
 
 
 def _moving_average(decay: Any, old: jax.Array, new: jax.Array) -> jax.Array:
@@ -220,14 +232,12 @@ class ScaleByStddevWithCountState(NamedTuple):
 
 
 def _inverse_root(second_moment, eps, eps_in_sqrt):
-    """``1/√(s + ε)`` (ε inside the root) or ``1/(√s + ε)`` (outside); 0 where
-    that denominator is not positive (``s = ε = 0``, see the module notes)."""
+    """``1/√(s + ε)`` (ε inside the root) or ``1/(√s + ε)`` (outside), with a
+    non-positive quantity under the root guarded by :func:`_root_argument`."""
     eps = cast_scalar(eps, second_moment.dtype)
     if eps_in_sqrt:
-        inside = second_moment + eps
-        return jnp.where(_positive(inside), jax.lax.rsqrt(inside), 0)
-    denominator = jnp.sqrt(second_moment) + eps
-    return jnp.where(_positive(denominator), 1 / denominator, 0)
+        return jax.lax.rsqrt(_root_argument(second_moment + eps))
+    return 1 / (jnp.sqrt(_root_argument(second_moment, eps)) + eps)
 
 
 def _check_rms_arguments(decay, eps, initial_scale, eps_in_sqrt, bias_correction):
@@ -310,9 +320,10 @@ def scale_by_stddev(
 
     Arguments as in :func:`scale_by_rms` (``eps_in_sqrt=False`` puts ε
     outside the root; ``bias_correction`` divides both means by ``1 - γ^k``).
-    For complex ``g`` the variance is ``E[|g|²] - |E[g]|²``. Where the
-    denominator is not positive (``eps=0`` and a zero variance, or one that
-    rounds below zero) the direction is 0 instead of NaN or inf.
+    For complex ``g`` the variance is ``E[|g|²] - |E[g]|²``. A variance
+    that rounds below 0 is read as 0 (optax: NaN); with ``eps=0`` a zero
+    denominator gives the step ``g`` itself (0 for a zero gradient) instead of
+    0/0 or g/0.
     """
     _check_rms_arguments(decay, eps, initial_scale, eps_in_sqrt, bias_correction)
 
@@ -358,7 +369,7 @@ class ScaleByAdagradState(NamedTuple):
 def _adagrad_leaf(g, sum_of_squares, eps, eps_in_sqrt):
     sum_of_squares = _abs_sq(g) + sum_of_squares
     inverse_root = jnp.where(
-        _positive(sum_of_squares), _inverse_root(sum_of_squares, eps, eps_in_sqrt), 0.0
+        jnp.real(sum_of_squares) > 0, _inverse_root(sum_of_squares, eps, eps_in_sqrt), 0.0
     )
     return inverse_root * g, sum_of_squares
 
@@ -415,10 +426,7 @@ class ScaleByAdaDeltaState(NamedTuple):
 def _adadelta_leaf(g, e_g, e_x, rho, eps):
     eps = cast_scalar(eps, g.dtype)
     e_g = _moving_average(rho, e_g, _abs_sq(g))
-    inside = e_g + eps
-    # 0/0 only where every gradient so far was 0 (and eps = 0): divide by 1 there, giving 0.
-    # (The guard sits inside the root, so XLA still computes a / √b as a · rsqrt(b), as for optax.)
-    step = (jnp.sqrt(e_x + eps) / jnp.sqrt(jnp.where(_positive(inside), inside, 1))) * g
+    step = (jnp.sqrt(e_x + eps) / jnp.sqrt(_root_argument(e_g + eps))) * g
     e_x = _moving_average(rho, e_x, _abs_sq(step))
     return step, e_g, e_x
 
@@ -476,10 +484,7 @@ def _adam_leaf(g, m, v, *, b1, b2, eps, eps_root, corrections, nesterov, mu_dtyp
         m_hat = _corrected(m, correction_1)
     v_hat = _corrected(v, correction_2)
     eps, eps_root = cast_scalar(eps, v.dtype), cast_scalar(eps_root, v.dtype)
-    denominator = jnp.sqrt(v_hat + eps_root) + eps
-    # A zero denominator means v = 0: every gradient so far was 0, so m̂ = 0 and
-    # dividing by 1 there gives the zero step (optax, PyTorch: 0/0 = NaN).
-    direction = m_hat / jnp.where(_positive(denominator), denominator, 1)
+    direction = m_hat / (jnp.sqrt(_root_argument(v_hat + eps_root, eps)) + eps)
     if mu_dtype is not None:  # m in mu_dtype; the direction in the gradient's dtype
         m, direction = m.astype(mu_dtype), direction.astype(g.dtype)
     return direction, m, v
