@@ -155,22 +155,27 @@ def assert_state_dtypes(state, dtype, overrides=()):
         assert leaf.dtype == jnp.dtype(expected), f"{name}: {leaf.dtype}, expected {jnp.dtype(expected)}"
 
 
+def three_steps(opt, params, grads):
+    """(initial state, state after three updates, last updates)."""
+    initial = state = opt.init(params)
+    for _ in range(3):  # later steps see a nonzero state
+        updates, state = opt.update(grads, state, params)
+    return initial, state, updates
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_states_and_updates_keep_the_parameter_dtype(dtype):
     with jax.enable_x64(dtype == "float64"):
         params = dtype_params(dtype)
         grads = jax.tree.map(lambda p: p * 0.5 - 0.1, params)
-        for case, make in DTYPE_CASES.items():
-            opt = make()
-            state = opt.init(params)
-            assert_state_dtypes(state, dtype)
-            updates, state = jax.jit(opt.update)(grads, state, params)
-            for _ in range(2):  # a second step sees a nonzero state
-                updates, state = opt.update(grads, state, params)
-            assert_state_dtypes(state, dtype)
-            for leaf in jax.tree.leaves(updates):
-                assert leaf.dtype == jnp.dtype(dtype), f"{case}: updates {leaf.dtype}"
-                assert bool(jnp.all(jnp.isfinite(leaf))), case
+        results = jax.jit(lambda p, g: {case: three_steps(make(), p, g) for case, make in DTYPE_CASES.items()})(
+            params, grads)
+    for case, (initial, state, updates) in results.items():
+        assert_state_dtypes(initial, dtype)
+        assert_state_dtypes(state, dtype)
+        for leaf in jax.tree.leaves(updates):
+            assert leaf.dtype == jnp.dtype(dtype), f"{case}: updates {leaf.dtype}"
+            assert bool(jnp.all(jnp.isfinite(leaf))), case
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
