@@ -205,6 +205,7 @@ WRONG_TYPES = [
     (lambda: optim.add_decayed_weights("1e-4"), "weight_decay='1e-4': must be a number, not str"),
     (lambda: optim.clip_by_global_norm("1"), "max_norm='1': must be a number, not str"),
     (lambda: optim.scale_by_learning_rate(0.1, flip_sign="yes"), "flip_sign='yes': must be True or False"),
+    (lambda: optim.rprop(optax.constant_schedule(0.1)), "learning_rate=<function"),
 ]
 
 

@@ -95,8 +95,8 @@ def canonical_dtype(dtype: Any, name: str = "dtype") -> Optional[jnp.dtype]:
     if dtype is None:
         return None
     try:
-        resolved = np.dtype(dtype)
-    except TypeError:
+        resolved = jnp.dtype(dtype)
+    except (TypeError, ValueError):
         resolved = None
     if resolved is None or not jnp.issubdtype(resolved, jnp.inexact):
         raise HyperparameterTypeError(
@@ -131,10 +131,11 @@ def _leaf_paths(tree: Any) -> list[str]:
 def _structure_difference(updates: Any, reference: Any, reference_name: str) -> str:
     """The first leaf path (in the reference's order) that only one tree has."""
     update_paths, reference_paths = _leaf_paths(updates), _leaf_paths(reference)
-    missing = [p for p in reference_paths if p not in set(update_paths)]
+    update_set, reference_set = set(update_paths), set(reference_paths)
+    missing = [p for p in reference_paths if p not in update_set]
     if missing:
         return f"{reference_name} have a leaf at {missing[0]} that the updates lack"
-    extra = [p for p in update_paths if p not in set(reference_paths)]
+    extra = [p for p in update_paths if p not in reference_set]
     if extra:
         return f"the updates have a leaf at {extra[0]} that the {reference_name} lack"
     # Same leaf paths, different node types (e.g. a list against a tuple).

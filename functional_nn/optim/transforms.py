@@ -100,7 +100,7 @@ def _root_argument(x: jax.Array, eps_outside: Any = 0.0) -> jax.Array:
     program. For complex ``x`` (whose imaginary part is 0 here) the real part
     is compared.
     """
-    fallback = jnp.where(jnp.asarray(eps_outside) > 0, jnp.zeros_like(x), jnp.ones_like(x))
+    fallback = jnp.where(jnp.real(jnp.asarray(eps_outside)) > 0, jnp.zeros_like(x), jnp.ones_like(x))
     return jnp.where(jnp.real(x) > 0, x, fallback)
 
 
@@ -615,6 +615,10 @@ def scale_by_rprop(
       min_step_size: Δ_min ≥ 0.
       max_step_size: Δ_max > 0, at least ``min_step_size``.
     """
+    if callable(learning_rate):
+        raise _validation.HyperparameterTypeError(
+            f"learning_rate={learning_rate!r}: must be a number (rprop's initial step size Δ_0), "
+            "not a schedule")
     _validation.check_nonnegative("learning_rate", learning_rate, required=True)
     _validation.check_in_range("eta_minus", eta_minus, 0.0, 1.0,
                                low_inclusive=False, high_inclusive=True, required=True)
