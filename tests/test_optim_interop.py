@@ -245,7 +245,7 @@ def plus_one_expectation(before, after):
 
 
 TREE_MAP_CASES = {
-    **{name: make for name, make in DTYPE_CASES.items()},
+    **DTYPE_CASES,
     "masked-adam": lambda: optim.masked(optim.adam(0.1), {"w": True, "b": False}),
     "masked-by-name": lambda: optim.masked(optim.momentum(0.1), optim.mask_by_name(lambda p: p[-1] == "w")),
     "adamw-masked": lambda: optim.adamw(0.1, mask=optim.mask_by_name(lambda p: p[-1] == "w")),
