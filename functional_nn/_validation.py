@@ -8,6 +8,13 @@ helpers here skip ``None``, callables and tracers, and otherwise raise a
 
     learning_rate=-0.1: must be in [0, inf)
 
+A value of the wrong *type* (a string, a bool, ``None`` where a number is
+required) raises :class:`HyperparameterTypeError`, a ``TypeError`` that is also
+a ``ValueError`` (so code that reports every bad value as a ``ValueError``,
+such as the config layer, keeps working)::
+
+    b1='0.9': must be a number, not str
+
 Every ``check_*`` helper returns the value unchanged, so it can be used
 inline: ``lr = check_nonnegative("learning_rate", lr)``.
 """
@@ -21,13 +28,23 @@ import jax
 import numpy as np
 
 __all__ = [
+    "HyperparameterTypeError",
     "is_concrete",
+    "check_flag",
     "check_in_range",
     "check_nonnegative",
     "check_positive",
     "check_unit_interval",
     "check_less_equal",
 ]
+
+
+class HyperparameterTypeError(TypeError, ValueError):
+    """A hyperparameter of the wrong type; the message names the argument.
+
+    Both a ``TypeError`` (what Python raises for a wrong type) and a
+    ``ValueError`` (what callers catch for any bad hyperparameter).
+    """
 
 
 def is_concrete(value: Any) -> bool:
@@ -64,6 +81,22 @@ def _format_value(value: Any) -> str:
     return np.array2string(array, threshold=8)
 
 
+def _as_float_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array; a :class:`HyperparameterTypeError` naming
+    ``name`` for anything that is not a number (bools and strings included)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise HyperparameterTypeError(
+            f"{name}={value!r}: must be a number, not {type(value).__name__}")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise HyperparameterTypeError(
+            f"{name}={value!r}: must be a number, not {type(value).__name__}") from error
+    if np.asarray(value).dtype == np.bool_:
+        raise HyperparameterTypeError(f"{name}={_format_value(value)}: must be a number, not bool")
+    return array
+
+
 def _all_in_range(array: np.ndarray, low: float, high: float,
                   low_inclusive: bool, high_inclusive: bool) -> bool:
     above = array >= low if low_inclusive else array > low
@@ -80,18 +113,24 @@ def check_in_range(
     *,
     low_inclusive: bool = True,
     high_inclusive: bool = False,
+    required: bool = False,
 ) -> Any:
     """Raise ``ValueError`` unless every element of a concrete ``value`` lies in
     the interval from ``low`` to ``high`` (``[low, high)`` by default).
 
-    Non-concrete values (``None``, schedules, tracers) are returned unchecked.
+    Non-concrete values (schedules, tracers) are returned unchecked, and so is
+    ``None`` unless ``required``.
+
+    Raises:
+      HyperparameterTypeError: ``value`` is not a number (a string, a bool,
+        ``None`` when ``required``).
+      ValueError: a concrete ``value`` outside the interval (NaN included).
     """
+    if value is None and required:
+        raise HyperparameterTypeError(f"{name}=None: must be a number")
     if not is_concrete(value):
         return value
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}={value!r}: must be a number") from error
+    array = _as_float_array(name, value)
     if not _all_in_range(array, low, high, low_inclusive, high_inclusive):
         interval = _range_text(low, high, low_inclusive, high_inclusive)
         raise ValueError(
@@ -99,19 +138,19 @@ def check_in_range(
     return value
 
 
-def check_nonnegative(name: str, value: Any) -> Any:
+def check_nonnegative(name: str, value: Any, *, required: bool = False) -> Any:
     """``value`` in ``[0, inf)`` (a learning rate, an ε, a decay coefficient)."""
-    return check_in_range(name, value, 0.0, math.inf)
+    return check_in_range(name, value, 0.0, math.inf, required=required)
 
 
-def check_positive(name: str, value: Any) -> Any:
+def check_positive(name: str, value: Any, *, required: bool = False) -> Any:
     """``value`` in ``(0, inf)`` (a clipping norm, a step-size bound)."""
-    return check_in_range(name, value, 0.0, math.inf, low_inclusive=False)
+    return check_in_range(name, value, 0.0, math.inf, low_inclusive=False, required=required)
 
 
-def check_unit_interval(name: str, value: Any) -> Any:
+def check_unit_interval(name: str, value: Any, *, required: bool = False) -> Any:
     """``value`` in ``[0, 1)`` (an exponential decay rate such as β₁, γ, ρ)."""
-    return check_in_range(name, value, 0.0, 1.0)
+    return check_in_range(name, value, 0.0, 1.0, required=required)
 
 
 def check_less_equal(low_name: str, low_value: Any, high_name: str,
@@ -127,3 +166,18 @@ def check_less_equal(low_name: str, low_value: Any, high_name: str,
         raise ValueError(
             f"{low_name}={_format_value(low_value)}: must be <= "
             f"{high_name}={_format_value(high_value)}")
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A switch such as ``nesterov`` or ``eps_in_sqrt``: ``True`` or ``False``.
+
+    A string (``"False"`` is truthy) or a number would silently pick a branch,
+    so anything but a Python or NumPy bool raises.
+
+    Raises:
+      HyperparameterTypeError: ``value`` is not a bool.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise HyperparameterTypeError(
+            f"{name}={value!r}: must be True or False, not {type(value).__name__}")
+    return bool(value)

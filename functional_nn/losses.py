@@ -6,14 +6,25 @@ leading, minibatch axis) and averaged over the minibatch, as the notes'
     Div(MB) = (1/B) Σ_t Div(Y_t, d_t),
 
 and returns a scalar.
+
+Inputs are checked, raising ``ValueError`` with the function's name:
+
+* shapes, always (they are static, so the check is free under ``jit``):
+  prediction and target shapes must be equal (no broadcasting: a (4, 1)
+  prediction against a (4,) target is an error, not a (4, 4) difference), and
+  the batch must not be empty;
+* values, only when concrete (not under ``jit``/``vmap``, where they are
+  tracers): class indices must be integers in [0, K), KL targets must be
+  non-negative. The message says how many values are bad and where the first is.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from functional_nn._validation import check_nonnegative
+from functional_nn._validation import check_nonnegative, is_concrete
 from functional_nn.registry import Registry
 
 #: Divergences usable as a training loss, by name.
@@ -29,6 +40,61 @@ def minibatch_mean(per_value):
     return jnp.mean(per_example)
 
 
+def _check_same_shape(name: str, y, d, y_name: str = "prediction", d_name: str = "target") -> None:
+    """Raise ``ValueError`` unless ``y`` and ``d`` have the same shape (no broadcasting)."""
+    y_shape, d_shape = tuple(jnp.shape(y)), tuple(jnp.shape(d))
+    if y_shape != d_shape:
+        raise ValueError(f"{name}: {y_name} shape {y_shape} and {d_name} shape {d_shape} differ; "
+                         "they must be equal (no broadcasting)")
+
+
+def _check_nonempty(name: str, x, what: str) -> None:
+    """Raise ``ValueError`` for a batch of no examples (the mean would be 0/0)."""
+    shape = tuple(jnp.shape(x))
+    if shape and shape[0] == 0:
+        raise ValueError(f"{name}: empty batch: {what} shape {shape} has no examples; "
+                         "need at least one")
+
+
+def _first_bad(bad: np.ndarray, values: np.ndarray) -> str:
+    """``"3 of 6 (the first at index 4: -1)"`` for a boolean mask of bad values."""
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    shown = index[0] if len(index) == 1 else index
+    return f"{int(bad.sum())} of {bad.size} (the first at index {shown}: {values[index].item()!r})"
+
+
+def _check_class_indices(name: str, labels, num_classes: int) -> None:
+    """Concrete class indices must be integers in ``[0, num_classes)``.
+
+    A negative index would wrap to the last classes, one ≥ K would pick a
+    clamped or NaN log-probability, a fractional one would be truncated.
+    """
+    if not is_concrete(labels):
+        return
+    values = np.asarray(labels)
+    if values.dtype == np.bool_:
+        return
+    with np.errstate(invalid="ignore"):
+        in_range = (values >= 0) & (values < num_classes)
+        if not np.issubdtype(values.dtype, np.integer):
+            in_range &= np.isfinite(values) & (values == np.round(values))
+    bad = ~in_range
+    if bad.any():
+        raise ValueError(f"{name}: labels must be class indices, integers in [0, {num_classes}); "
+                         f"{_first_bad(bad, values)} are not")
+
+
+def _check_nonnegative_targets(name: str, d) -> None:
+    """Concrete targets must be ≥ 0 (probabilities); NaN counts as bad."""
+    if not is_concrete(d):
+        return
+    values = np.asarray(d)
+    with np.errstate(invalid="ignore"):
+        bad = ~(values >= 0)
+    if bad.any():
+        raise ValueError(f"{name}: targets must be probabilities (>= 0); {_first_bad(bad, values)} are not")
+
+
 @LOSSES.register(constructor=False)
 def l2_divergence(y, d):
     """Div = ½ Σ_i (y_i − d_i)², averaged over the minibatch.
@@ -36,7 +102,12 @@ def l2_divergence(y, d):
     Its gradient w.r.t. a linear output layer's pre-activation z (y = z) is
     (y − d) per example (the error that backpropagation propagates), (y − d)/B
     for the minibatch average.
+
+    Raises:
+      ValueError: ``y`` and ``d`` differ in shape, or the batch is empty.
     """
+    _check_same_shape("l2_divergence", y, d)
+    _check_nonempty("l2_divergence", y, "prediction")
     return minibatch_mean(0.5 * jnp.square(y - d))
 
 
@@ -54,7 +125,14 @@ def kl_divergence(y, d):
 
     0 · log 0 = 0: a zero target contributes nothing (and no NaN gradient,
     even where y_i = 0). Averaged over the minibatch.
+
+    Raises:
+      ValueError: ``y`` and ``d`` differ in shape, the batch is empty, or a
+        concrete ``d`` has negative entries.
     """
+    _check_same_shape("kl_divergence", y, d)
+    _check_nonempty("kl_divergence", y, "prediction")
+    _check_nonnegative_targets("kl_divergence", d)
     positive = d > 0
     log_y = jnp.log(jnp.where(positive, y, 1.0))
     return minibatch_mean(_kl_terms(d, log_y))
@@ -62,7 +140,14 @@ def kl_divergence(y, d):
 
 @LOSSES.register(constructor=False)
 def kl_divergence_with_logits(logits, d):
-    """KL divergence of y = softmax(logits) from targets d, via log_softmax (stable)."""
+    """KL divergence of y = softmax(logits) from targets d, via log_softmax (stable).
+
+    Raises:
+      ValueError: as :func:`kl_divergence`.
+    """
+    _check_same_shape("kl_divergence_with_logits", logits, d, "logits")
+    _check_nonempty("kl_divergence_with_logits", logits, "logits")
+    _check_nonnegative_targets("kl_divergence_with_logits", d)
     return minibatch_mean(_kl_terms(d, jax.nn.log_softmax(logits, axis=-1)))
 
 
@@ -76,9 +161,11 @@ def _label_format(logits, labels, name: str):
     """
     logits_shape = tuple(jnp.shape(logits))
     labels_shape = tuple(jnp.shape(labels))
+    _check_nonempty(name, logits, "logits")
     if labels_shape == logits_shape:
         return "targets", jnp.asarray(labels)
     if labels_shape == logits_shape[:-1]:
+        _check_class_indices(name, labels, logits_shape[-1])
         return "indices", jnp.asarray(labels).astype(jnp.int32)
     raise ValueError(
         f"{name}: labels shape {labels_shape} must equal logits shape {logits_shape} "
@@ -94,6 +181,10 @@ def softmax_cross_entropy(logits, labels):
     int32) or one-hot / probability targets (shape ``logits.shape``, any dtype);
     the format is chosen by shape, any other shape raises ``ValueError``.
     Computed with log_softmax, so large logits do not overflow.
+
+    Raises:
+      ValueError: labels of another shape, an empty batch, or concrete class
+        indices that are not integers in [0, K) (naming how many and the first).
     """
     kind, labels = _label_format(logits, labels, "softmax_cross_entropy")
     log_y = jax.nn.log_softmax(logits, axis=-1)
@@ -109,6 +200,9 @@ def accuracy(logits, labels):
     ``labels`` as in :func:`softmax_cross_entropy`: class indices (shape
     ``logits.shape[:-1]``) or one-hot / probability targets (shape
     ``logits.shape``, compared through their argmax).
+
+    Raises:
+      ValueError: as :func:`softmax_cross_entropy`.
     """
     kind, labels = _label_format(logits, labels, "accuracy")
     if kind == "targets":

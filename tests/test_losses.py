@@ -198,3 +198,77 @@ def test_l2_penalty_traced_lambda_and_errors():
         losses.l2_penalty(PARAMS, -0.1)
     with pytest.raises(ValueError, match="mask"):
         losses.l2_penalty(PARAMS, 0.1, mask={"dense": {"w": True}})
+
+
+# ---------------------------------------------------------------- bad input (issue 11)
+
+@pytest.mark.parametrize("fn, name, y_name", [
+    (losses.l2_divergence, "l2_divergence", "prediction"),
+    (losses.kl_divergence, "kl_divergence", "prediction"),
+    (losses.kl_divergence_with_logits, "kl_divergence_with_logits", "logits"),
+])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_divergences_reject_different_shapes_instead_of_broadcasting(fn, name, y_name, jit):
+    # l2_divergence(zeros((4, 1)), ones((4,))) used to broadcast to (4, 4) and return 2.0, not 0.5.
+    call = jax.jit(fn) if jit else fn
+    with pytest.raises(ValueError) as error:
+        call(jnp.full((4, 1), 0.5), jnp.full((4,), 0.5))
+    assert str(error.value) == (f"{name}: {y_name} shape (4, 1) and target shape (4,) differ; "
+                                "they must be equal (no broadcasting)")
+
+
+def test_l2_divergence_of_matching_column_vectors_is_the_formula():
+    y, d = np.zeros((4, 1), np.float32), np.ones((4, 1), np.float32)
+    np.testing.assert_allclose(losses.l2_divergence(y, d), 0.5)  # ½·1 per example, averaged
+
+
+@pytest.mark.parametrize("fn", [losses.softmax_cross_entropy, losses.accuracy])
+@pytest.mark.parametrize("labels, count, first", [
+    ([0, 1, -1, 2, 4, 3], "1 of 6", "index 2: -1"),
+    ([0, 5, 1, 7, 2, 3], "2 of 6", "index 1: 5"),
+    ([0.0, 1.0, 2.5, 3.0, 4.0, np.nan], "2 of 6", "index 2: 2.5"),
+    ([0.0, 1.0, 2.0, 3.0, np.nan, 1.0], "1 of 6", "index 4: nan"),
+])
+def test_concrete_out_of_range_class_indices_are_an_error(fn, labels, count, first):
+    # −1 used to wrap to the last class, 5 to give NaN or a clamped log-probability.
+    logits = jnp.zeros((6, K))
+    with pytest.raises(ValueError) as error:
+        fn(logits, np.asarray(labels))
+    message = str(error.value)
+    assert message.startswith(f"{fn.__name__}: labels must be class indices, integers in [0, {K}); ")
+    assert f"{count} (the first at {first}) are not" in message
+
+
+def test_class_indices_are_not_checked_when_traced():
+    # Under jit the values are unknown; the check is skipped, not run on a tracer.
+    logits = jnp.zeros((2, K))
+    value = jax.jit(losses.softmax_cross_entropy)(logits, jnp.asarray([0, K - 1]))
+    np.testing.assert_allclose(value, np.log(K), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [losses.kl_divergence, losses.kl_divergence_with_logits])
+def test_negative_kl_targets_are_an_error_when_concrete(fn):
+    y = random_probabilities((B, K))
+    d = random_probabilities((B, K)).copy()
+    d[1, 3] = -0.25
+    d[4, 0] = -0.5
+    with pytest.raises(ValueError) as error:
+        fn(y, d)
+    assert str(error.value) == (f"{fn.__name__}: targets must be probabilities (>= 0); "
+                                "2 of 30 (the first at index (1, 3): -0.25) are not")
+    jax.jit(fn)(y, d)  # traced: not checked
+
+
+@pytest.mark.parametrize("fn, name", [(losses.l2_divergence, "prediction"), (losses.kl_divergence, "prediction"),
+                                      (losses.kl_divergence_with_logits, "logits"),
+                                      (losses.softmax_cross_entropy, "logits"), (losses.accuracy, "logits")])
+@pytest.mark.parametrize("integer_labels", [False, True])
+def test_empty_batch_is_a_clear_error(fn, name, integer_labels):
+    # used to be ZeroDivisionError (softmax_cross_entropy) or nan (accuracy).
+    logits = jnp.zeros((0, K))
+    labels = jnp.zeros((0,), jnp.int32) if integer_labels and fn in (losses.softmax_cross_entropy,
+                                                                      losses.accuracy) else jnp.zeros((0, K))
+    with pytest.raises(ValueError) as error:
+        fn(logits, labels)
+    assert str(error.value) == (f"{fn.__name__}: empty batch: {name} shape (0, {K}) has no examples; "
+                                "need at least one")

@@ -12,15 +12,28 @@ Argument names and defaults are optax's (so ``fnn.optim.adam(1e-3)`` and
 Every hyperparameter may be a float, a schedule ``k -> value`` where optax
 accepts one (learning rates, weight decay) or a traced JAX scalar (an
 optimizer built inside ``jax.vmap``/``jax.jit``). Out-of-range concrete
-values raise ``ValueError`` naming the argument.
+values raise ``ValueError`` naming the argument; values of the wrong type
+(``b1="0.9"``, ``nesterov="yes"``, ``mu_dtype="float99"``) raise
+``TypeError`` naming it. ``learning_rate=None`` is an error: optax reads it as
+"no scaling", which moves the parameters *up* the gradient (only
+:func:`adadelta` has a default learning rate, 1.0, used when the argument is
+left out).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from functional_nn import _validation
 from functional_nn.optim import transforms
-from functional_nn.optim.base import OPTIMIZERS, GradientTransformation, ScalarOrSchedule, chain, identity
+from functional_nn.optim.base import (
+    OPTIMIZERS,
+    GradientTransformation,
+    ScalarOrSchedule,
+    canonical_dtype,
+    chain,
+    identity,
+)
 from functional_nn.optim.regularization import add_decayed_weights
 
 __all__ = [
@@ -35,6 +48,37 @@ __all__ = [
     "rprop",
     "sign_sgd",
 ]
+
+
+def _learning_rate(learning_rate: Any) -> Any:
+    """``learning_rate`` checked: a number ≥ 0, an array or a schedule, never None.
+
+    Raises:
+      ValueError: None (optax's "no scaling" climbs the loss) or a negative value.
+      TypeError: not a number, array or schedule.
+    """
+    if learning_rate is None:
+        raise ValueError(
+            "learning_rate=None: must be a number >= 0 or a schedule step -> rate "
+            "(optax reads None as 'no scaling', which moves the parameters uphill)")
+    return _validation.check_nonnegative("learning_rate", learning_rate)
+
+
+def _momentum_direction(momentum: Any, nesterov: bool, accumulator_dtype: Any = None):
+    """Heavy-ball (or Nesterov) momentum, or nothing for ``momentum=None``.
+
+    Raises:
+      ValueError: ``nesterov=True`` with ``momentum=None``.
+    """
+    _validation.check_flag("nesterov", nesterov)
+    if momentum is None:
+        if nesterov:
+            raise ValueError(
+                "nesterov=True: needs momentum (e.g. momentum=0.9); with momentum=None there is "
+                "no momentum to look ahead along (optax ignores nesterov silently here)")
+        canonical_dtype(accumulator_dtype, "accumulator_dtype")
+        return identity()
+    return transforms.scale_by_momentum(momentum, nesterov, accumulator_dtype)
 
 
 @OPTIMIZERS.register
@@ -54,16 +98,23 @@ def sgd(
     ``optax.sgd``; PyTorch's ``SGD(lr, momentum, nesterov)`` with
     ``dampening=0`` is the same update.
 
+    ``nesterov=True`` without ``momentum`` is an error, deliberately: optax
+    ignores it silently (plain SGD), so a user who asked for Nesterov would
+    not get it (PyTorch raises too, for ``momentum=0``).
+
     Args:
       learning_rate: η ≥ 0, or a schedule.
       momentum: μ in [0, 1), or None for plain SGD.
       nesterov: use Nesterov's direction (needs ``momentum``).
       accumulator_dtype: dtype of the momentum buffer.
+
+    Raises:
+      ValueError: ``learning_rate=None``, ``nesterov=True`` with
+        ``momentum=None``, or a value out of range.
+      TypeError: an argument of the wrong type.
     """
-    direction = (
-        transforms.scale_by_momentum(momentum, nesterov, accumulator_dtype)
-        if momentum is not None else identity()
-    )
+    learning_rate = _learning_rate(learning_rate)
+    direction = _momentum_direction(momentum, nesterov, accumulator_dtype)
     return chain(direction, transforms.scale_by_learning_rate(learning_rate))
 
 
@@ -122,14 +173,18 @@ def rmsprop(
     ``RMSprop`` (use ``eps=1e-8``, ``decay=0.99`` for its defaults).
     ``centered`` divides by the running standard deviation instead,
     ``momentum`` adds heavy-ball momentum after the scaling (as optax and
-    PyTorch), ``bias_correction`` divides ``E[∂²_w D]_k`` by ``1 - γ^k``.
+    PyTorch; ``nesterov=True`` needs it), ``bias_correction`` divides
+    ``E[∂²_w D]_k`` by ``1 - γ^k``. With ``eps=0`` a parameter whose
+    gradients were all zero takes a zero step (optax and PyTorch: NaN).
     """
+    learning_rate = _learning_rate(learning_rate)
+    _validation.check_flag("centered", centered)
     scaling = transforms.scale_by_stddev if centered else transforms.scale_by_rms
     return chain(
         scaling(decay=decay, eps=eps, initial_scale=initial_scale,
                 eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction),
         transforms.scale_by_learning_rate(learning_rate),
-        transforms.scale_by_momentum(momentum, nesterov) if momentum is not None else identity(),
+        _momentum_direction(momentum, nesterov),
     )
 
 
@@ -151,6 +206,7 @@ def adagrad(
     eps=1e-10`` is PyTorch's ``Adagrad``. A zero accumulator meeting a zero
     gradient gives a zero step.
     """
+    learning_rate = _learning_rate(learning_rate)
     return chain(
         transforms.scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt),
         transforms.scale_by_learning_rate(learning_rate),
@@ -174,9 +230,11 @@ def adadelta(
 
     ``learning_rate`` defaults to 1.0 (Zeiler's rule, PyTorch's ``Adadelta``
     default), so the default descends; optax's default ``None`` moves
-    uphill. ``weight_decay`` adds coupled L2 (``g + λw``) before the scaling,
-    as optax and PyTorch do.
+    uphill, and an explicit ``learning_rate=None`` is an error here too.
+    ``weight_decay`` adds coupled L2 (``g + λw``) before the scaling, as
+    optax and PyTorch do.
     """
+    learning_rate = _learning_rate(learning_rate)
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),
         transforms.scale_by_adadelta(rho, eps),
@@ -204,8 +262,11 @@ def adam(
 
     The notes put ε inside the root: ``adam(η, eps=0.0, eps_root=ε)``. The
     defaults (ε = 1e-8 outside) are optax's, PyTorch's and Kingma & Ba's.
-    ``nesterov=True`` is NAdam.
+    ``nesterov=True`` is NAdam. ``eps=0`` (with ``eps_root=0``) gives a zero
+    step for a parameter whose gradients were all zero, where optax and
+    PyTorch compute 0/0 = NaN.
     """
+    learning_rate = _learning_rate(learning_rate)
     return chain(
         transforms.scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         transforms.scale_by_learning_rate(learning_rate),
@@ -234,6 +295,7 @@ def adamw(
     the decayed leaves. optax's and PyTorch's ``AdamW`` (whose default
     λ is 1e-2) are the same update.
     """
+    learning_rate = _learning_rate(learning_rate)
     return chain(
         transforms.scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         add_decayed_weights(weight_decay, mask),
@@ -260,6 +322,7 @@ def rprop(
     is the initial step Δ_0. Unlike ``optax.rprop`` the step is applied at
     once; PyTorch's ``Rprop`` is the same rule.
     """
+    learning_rate = _learning_rate(learning_rate)
     return chain(
         transforms.scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size),
         transforms.scale(-1.0),
@@ -270,4 +333,5 @@ def rprop(
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     r"""signSGD: ``w_{k+1} = w_k - η\, \mathrm{sign}(∂_w D)`` — the notes' limit
     of RMSProp "if using the same step over a long period"."""
+    learning_rate = _learning_rate(learning_rate)
     return chain(transforms.scale_by_sign(), transforms.scale_by_learning_rate(learning_rate))

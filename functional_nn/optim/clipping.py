@@ -44,7 +44,9 @@ def _safe_sqrt(squared_norm: jax.Array) -> jax.Array:
 
 
 def _leaf_norm(g: jax.Array) -> jax.Array:
-    return _safe_sqrt(jnp.sum(g * g))
+    """``‖g‖₂``, also for complex ``g`` (``Σ|g_i|²`` is real)."""
+    squares = (g.conj() * g).real if jnp.iscomplexobj(g) else g * g
+    return _safe_sqrt(jnp.sum(squares))
 
 
 def _check_max_norm(max_norm: Any) -> None:
@@ -54,8 +56,8 @@ def _check_max_norm(max_norm: Any) -> None:
 
 
 def _clip_leaf_by_norm(g: jax.Array, max_norm: Any) -> jax.Array:
-    max_norm = cast_scalar(max_norm, g.dtype)
     norm = _leaf_norm(g)
+    max_norm = cast_scalar(max_norm, norm.dtype)
     # Scale only when ‖g‖ > max_norm: then ‖g‖ > 0, so the division is safe,
     # and the scale is exactly 1 otherwise (also for max_norm = inf, where
     # max_norm / max(‖g‖, max_norm) would be inf / inf = NaN).

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 import jax
+import jax.numpy as jnp
 
 from functional_nn import _validation
 from functional_nn.optim import base
@@ -43,9 +44,14 @@ def _is_constant_zero(coefficient: Any) -> bool:
     return isinstance(coefficient, (int, float)) and coefficient == 0
 
 
-def _add_scaled_params(name: str, coefficient: ScalarOrSchedule, mask: Mask) -> GradientTransformation:
-    """``u ← u + λ·w`` with λ a number, an array or a schedule of the step."""
-    _validation.check_nonnegative(name, coefficient)
+def _add_scaled_params(transform_name: str, name: str, coefficient: ScalarOrSchedule,
+                       mask: Mask) -> GradientTransformation:
+    """``u ← u + λ·w`` with λ a number, an array or a schedule of the step.
+
+    Raises (from ``update``):
+      ValueError: ``params`` is None.
+    """
+    _validation.check_nonnegative(name, coefficient, required=True)
 
     def init_fn(params):
         del params
@@ -53,13 +59,17 @@ def _add_scaled_params(name: str, coefficient: ScalarOrSchedule, mask: Mask) -> 
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError(f"{name}: this transformation needs `params` in update(updates, state, params)")
+            raise ValueError(
+                f"{transform_name}: params are required: call update(updates, state, params) "
+                f"(it adds {name}·params to the updates)")
         new_state = ScheduleState(count=increment_count(state.count)) if callable(coefficient) else state
         if _is_constant_zero(coefficient):
             return updates, new_state
         lam = value_at(coefficient, getattr(state, "count", None))
+        # A None update (optax's "no update for this leaf") stays None.
         updates = jax.tree.map(
-            lambda g, w: g + cast_scalar(lam, g.dtype) * w, updates, params)
+            lambda g, w: None if g is None else g + cast_scalar(lam, jnp.result_type(g)) * w,
+            updates, params, is_leaf=lambda x: x is None)
         return updates, new_state
 
     transformation = GradientTransformation(init_fn, update_fn)
@@ -76,7 +86,7 @@ def add_l2_penalty(lam: ScalarOrSchedule = 0.0, mask: Mask = None) -> GradientTr
         leaves to regularize, e.g. :func:`~functional_nn.optim.mask_by_name`
         to leave biases out.
     """
-    return _add_scaled_params("lam", lam, mask)
+    return _add_scaled_params("add_l2_penalty", "lam", lam, mask)
 
 
 def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None) -> GradientTransformation:
@@ -88,5 +98,8 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None)
       weight_decay: λ ≥ 0 (a number, an array or a schedule of the step).
       mask: a tree of booleans (or a function ``params -> tree``) marking the
         leaves to decay.
+
+    Raises:
+      ValueError: (from ``update``) ``params`` is None: the decay needs them.
     """
-    return _add_scaled_params("weight_decay", weight_decay, mask)
+    return _add_scaled_params("add_decayed_weights", "weight_decay", weight_decay, mask)

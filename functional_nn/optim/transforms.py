@@ -10,6 +10,21 @@ Each rule is written as one function of a single leaf that computes every
 moment and the direction together (:func:`~functional_nn.optim.base.map_leaves`),
 in the same order of floating-point operations as optax, so float32
 trajectories agree with optax's to the last bit.
+
+Conventions shared by every rule:
+
+* dtypes: the state keeps the parameters' dtype (float16, bfloat16, float32,
+  float64, complex) unless ``mu_dtype`` / ``accumulator_dtype`` says
+  otherwise; step counts are ``int32``.
+* complex parameters: second moments use ``|g|² = Re(g·conj(g))`` (real), as
+  optax does, so the rules work on complex parameters (with gradients
+  conjugated before the update, optax's convention). RProp and the sign rule
+  are defined for real parameters only (as in optax).
+* a zero denominator: where a rule would divide 0 by 0 (a parameter whose
+  gradients were all exactly zero, with ``eps=0``), the direction is 0 —
+  no gradient, no step. optax and PyTorch return NaN there (which then
+  spreads through the whole model). Wherever optax's result is finite,
+  ours is bit-for-bit the same.
 """
 
 from __future__ import annotations
@@ -65,6 +80,30 @@ def _full_like_tree(params: Any, fill_value: Any) -> Any:
     return jax.tree.map(lambda p: jnp.full_like(p, fill_value), params)
 
 
+def _abs_sq(g: jax.Array) -> jax.Array:
+    """``|g|²``: ``g·g`` for real ``g``, ``Re(g·conj(g))`` for complex (as optax's ``abs_sq``)."""
+    if jnp.iscomplexobj(g):
+        return (g.conj() * g).real
+    return g * g
+
+
+def _root_argument(x: jax.Array, eps_outside: Any = 0.0) -> jax.Array:
+    """``x``, the quantity under the square root of a denominator ``√x + ε``,
+    where ``x > 0``; elsewhere 0 if ``ε > 0`` and 1 if ``ε = 0``.
+
+    With ``ε > 0`` a non-positive ``x`` becomes 0, so the denominator is ``ε``
+    (as in optax for ``x = 0``; a centred variance that rounds below 0 is read
+    as 0 instead of giving NaN). With ``ε = 0``, ``x = 0`` only where every
+    gradient so far was 0; the numerator is then 0 too, and reading ``x`` as 1
+    gives the step 0 instead of 0/0 = NaN. The guard sits under the root so
+    that XLA still compiles ``a / √x`` as ``a · rsqrt(x)``, as in optax's
+    program. For complex ``x`` (whose imaginary part is 0 here) the real part
+    is compared.
+    """
+    fallback = jnp.where(jnp.real(jnp.asarray(eps_outside)) > 0, jnp.zeros_like(x), jnp.ones_like(x))
+    return jnp.where(jnp.real(x) > 0, x, fallback)
+
+
 def _moving_average(decay: Any, old: jax.Array, new: jax.Array) -> jax.Array:
     """``decay · old + (1 - decay) · new`` written as optax writes it."""
     decay = cast_scalar(decay, new.dtype)
@@ -86,6 +125,7 @@ def _corrected(moment: jax.Array, correction: jax.Array) -> jax.Array:
 
 def scale(step_size: Any) -> GradientTransformation:
     """Multiply every update by the fixed scalar ``step_size``: ``u ← s · u``."""
+    _validation.check_in_range("step_size", step_size, required=True)
     return base.stateless(lambda g: cast_scalar(step_size, g.dtype) * g)
 
 
@@ -103,8 +143,8 @@ def _momentum_leaf(g, trace, momentum, nesterov, accumulator_dtype):
     mu = cast_scalar(momentum, g.dtype)
     new_trace = g + mu * trace
     direction = g + mu * new_trace if nesterov else new_trace
-    if accumulator_dtype is not None:
-        new_trace = new_trace.astype(accumulator_dtype)
+    if accumulator_dtype is not None:  # t in accumulator_dtype; the direction in g's
+        new_trace, direction = new_trace.astype(accumulator_dtype), direction.astype(g.dtype)
     return direction, new_trace
 
 
@@ -128,9 +168,14 @@ def scale_by_momentum(
       momentum: the coefficient μ in [0, 1).
       nesterov: use Nesterov's accelerated direction.
       accumulator_dtype: dtype of ``t`` (default: the parameters').
+
+    Raises:
+      ValueError: ``momentum`` outside [0, 1).
+      TypeError: an argument of the wrong type (``momentum=None`` included).
     """
-    _validation.check_unit_interval("momentum", momentum)
-    accumulator_dtype = canonical_dtype(accumulator_dtype)
+    _validation.check_unit_interval("momentum", momentum, required=True)
+    _validation.check_flag("nesterov", nesterov)
+    accumulator_dtype = canonical_dtype(accumulator_dtype, "accumulator_dtype")
 
     def init_fn(params):
         return ScaleByMomentumState(trace=_zeros_like_tree(params, accumulator_dtype))
@@ -187,17 +232,20 @@ class ScaleByStddevWithCountState(NamedTuple):
 
 
 def _inverse_root(second_moment, eps, eps_in_sqrt):
-    """``1/√(s + ε)`` (ε inside the root) or ``1/(√s + ε)`` (outside)."""
+    """``1/√(s + ε)`` (ε inside the root) or ``1/(√s + ε)`` (outside), with a
+    non-positive quantity under the root guarded by :func:`_root_argument`."""
     eps = cast_scalar(eps, second_moment.dtype)
     if eps_in_sqrt:
-        return jax.lax.rsqrt(second_moment + eps)
-    return 1 / (jnp.sqrt(second_moment) + eps)
+        return jax.lax.rsqrt(_root_argument(second_moment + eps))
+    return 1 / (jnp.sqrt(_root_argument(second_moment, eps)) + eps)
 
 
-def _check_rms_arguments(decay, eps, initial_scale):
-    _validation.check_unit_interval("decay", decay)
-    _validation.check_nonnegative("eps", eps)
-    _validation.check_nonnegative("initial_scale", initial_scale)
+def _check_rms_arguments(decay, eps, initial_scale, eps_in_sqrt, bias_correction):
+    _validation.check_unit_interval("decay", decay, required=True)
+    _validation.check_nonnegative("eps", eps, required=True)
+    _validation.check_nonnegative("initial_scale", initial_scale, required=True)
+    _validation.check_flag("eps_in_sqrt", eps_in_sqrt)
+    _validation.check_flag("bias_correction", bias_correction)
 
 
 def scale_by_rms(
@@ -220,6 +268,9 @@ def scale_by_rms(
     PyTorch's ``RMSprop``. ``bias_correction=True`` divides ``E[∂²_w D]_k``
     by ``1 - γ^k`` (as Adam's v̂).
 
+    ``eps=0`` is allowed: where ``E[∂²_w D]_k = 0`` (only zero gradients so
+    far) the direction is 0, where optax and PyTorch give 0/0 = NaN.
+
     Args:
       decay: γ in [0, 1).
       eps: ε ≥ 0.
@@ -227,7 +278,7 @@ def scale_by_rms(
       eps_in_sqrt: where ε goes, see above.
       bias_correction: divide by ``1 - γ^k``.
     """
-    _check_rms_arguments(decay, eps, initial_scale)
+    _check_rms_arguments(decay, eps, initial_scale, eps_in_sqrt, bias_correction)
 
     def init_fn(params):
         nu = _full_like_tree(params, initial_scale)
@@ -241,7 +292,7 @@ def scale_by_rms(
         correction = _bias_correction(decay, count) if bias_correction else None
 
         def leaf(g, nu):
-            nu = _moving_average(decay, nu, g * g)
+            nu = _moving_average(decay, nu, _abs_sq(g))
             nu_hat = _corrected(nu, correction) if bias_correction else nu
             return _inverse_root(nu_hat, eps, eps_in_sqrt) * g, nu
 
@@ -269,8 +320,12 @@ def scale_by_stddev(
 
     Arguments as in :func:`scale_by_rms` (``eps_in_sqrt=False`` puts ε
     outside the root; ``bias_correction`` divides both means by ``1 - γ^k``).
+    For complex ``g`` the variance is ``E[|g|²] - |E[g]|²``. A variance
+    that rounds below 0 is read as 0 (optax: NaN); with ``eps=0`` a zero
+    denominator gives the step ``g`` itself (0 for a zero gradient) instead of
+    0/0 or g/0.
     """
-    _check_rms_arguments(decay, eps, initial_scale)
+    _check_rms_arguments(decay, eps, initial_scale, eps_in_sqrt, bias_correction)
 
     def init_fn(params):
         mu = _zeros_like_tree(params)
@@ -286,11 +341,11 @@ def scale_by_stddev(
 
         def leaf(g, mu, nu):
             mu = _moving_average(decay, mu, g)
-            nu = _moving_average(decay, nu, g * g)
+            nu = _moving_average(decay, nu, _abs_sq(g))
             mu_hat, nu_hat = mu, nu
             if bias_correction:
                 mu_hat, nu_hat = _corrected(mu, correction), _corrected(nu, correction)
-            variance = nu_hat - mu_hat * mu_hat
+            variance = nu_hat - _abs_sq(mu_hat)
             return _inverse_root(variance, eps, eps_in_sqrt) * g, mu, nu
 
         directions, mu, nu = map_leaves(leaf, updates, state.mu, state.nu, num_outputs=3)
@@ -312,9 +367,9 @@ class ScaleByAdagradState(NamedTuple):
 
 
 def _adagrad_leaf(g, sum_of_squares, eps, eps_in_sqrt):
-    sum_of_squares = g * g + sum_of_squares
+    sum_of_squares = _abs_sq(g) + sum_of_squares
     inverse_root = jnp.where(
-        sum_of_squares > 0, _inverse_root(sum_of_squares, eps, eps_in_sqrt), 0.0
+        jnp.real(sum_of_squares) > 0, _inverse_root(sum_of_squares, eps, eps_in_sqrt), 0.0
     )
     return inverse_root * g, sum_of_squares
 
@@ -340,8 +395,9 @@ def scale_by_adagrad(
       eps: ε ≥ 0.
       eps_in_sqrt: where ε goes, see above.
     """
-    _validation.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
-    _validation.check_nonnegative("eps", eps)
+    _validation.check_nonnegative("initial_accumulator_value", initial_accumulator_value, required=True)
+    _validation.check_nonnegative("eps", eps, required=True)
+    _validation.check_flag("eps_in_sqrt", eps_in_sqrt)
 
     def init_fn(params):
         return ScaleByAdagradState(
@@ -369,9 +425,9 @@ class ScaleByAdaDeltaState(NamedTuple):
 
 def _adadelta_leaf(g, e_g, e_x, rho, eps):
     eps = cast_scalar(eps, g.dtype)
-    e_g = _moving_average(rho, e_g, g * g)
-    step = (jnp.sqrt(e_x + eps) / jnp.sqrt(e_g + eps)) * g
-    e_x = _moving_average(rho, e_x, step * step)
+    e_g = _moving_average(rho, e_g, _abs_sq(g))
+    step = (jnp.sqrt(e_x + eps) / jnp.sqrt(_root_argument(e_g + eps))) * g
+    e_x = _moving_average(rho, e_x, _abs_sq(step))
     return step, e_g, e_x
 
 
@@ -383,12 +439,15 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
         Δw_k = \frac{\sqrt{E[Δw^2]_{k-1} + ε}}{\sqrt{E[g^2]_k + ε}}\, g_k, \quad
         E[Δw^2]_k = ρ E[Δw^2]_{k-1} + (1-ρ) Δw_k^2
 
+    With ``eps=0`` the rule never moves (``E[Δw²]`` stays 0), and a zero
+    gradient gives a zero step rather than optax's 0/0 = NaN.
+
     Args:
       rho: ρ in [0, 1).
       eps: ε ≥ 0 (it also sets the size of the first steps).
     """
-    _validation.check_unit_interval("rho", rho)
-    _validation.check_nonnegative("eps", eps)
+    _validation.check_unit_interval("rho", rho, required=True)
+    _validation.check_nonnegative("eps", eps, required=True)
 
     def init_fn(params):
         return ScaleByAdaDeltaState(e_g=_zeros_like_tree(params), e_x=_zeros_like_tree(params))
@@ -417,7 +476,7 @@ class ScaleByAdamState(NamedTuple):
 def _adam_leaf(g, m, v, *, b1, b2, eps, eps_root, corrections, nesterov, mu_dtype):
     correction_1, correction_2, correction_1_next = corrections
     m = _moving_average(b1, m, g)
-    v = _moving_average(b2, v, g * g)
+    v = _moving_average(b2, v, _abs_sq(g))
     if nesterov:
         b1_ = cast_scalar(b1, g.dtype)
         m_hat = b1_ * _corrected(m, correction_1_next) + (1 - b1_) * _corrected(g, correction_1)
@@ -425,9 +484,9 @@ def _adam_leaf(g, m, v, *, b1, b2, eps, eps_root, corrections, nesterov, mu_dtyp
         m_hat = _corrected(m, correction_1)
     v_hat = _corrected(v, correction_2)
     eps, eps_root = cast_scalar(eps, v.dtype), cast_scalar(eps_root, v.dtype)
-    direction = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
-    if mu_dtype is not None:
-        m = m.astype(mu_dtype)
+    direction = m_hat / (jnp.sqrt(_root_argument(v_hat + eps_root, eps)) + eps)
+    if mu_dtype is not None:  # m in mu_dtype; the direction in the gradient's dtype
+        m, direction = m.astype(mu_dtype), direction.astype(g.dtype)
     return direction, m, v
 
 
@@ -452,8 +511,10 @@ def scale_by_adam(
 
     The notes put ε inside the root: ``eps=0, eps_root=ε``. The defaults
     (``eps=1e-8`` outside, ``eps_root=0``) are Kingma & Ba's, optax's and
-    PyTorch's. ``eps=0`` is allowed (then a parameter whose gradients were all
-    zero gets 0/0 unless ``eps_root > 0``). ``nesterov=True`` is NAdam:
+    PyTorch's. ``eps=0`` is allowed: a parameter whose gradients were all
+    zero then has ``m̂ = √v̂ = 0``, and its direction is 0 (optax and
+    PyTorch compute 0/0 = NaN there; everywhere else the results are
+    theirs). ``nesterov=True`` is NAdam:
     ``\hat m_k = δ m_k/(1-δ^{k+1}) + (1-δ) g_k/(1-δ^k)``.
 
     Args:
@@ -464,11 +525,12 @@ def scale_by_adam(
       mu_dtype: dtype of ``m`` (e.g. ``jnp.bfloat16``); default the parameters'.
       nesterov: NAdam's look-ahead first moment.
     """
-    _validation.check_unit_interval("b1", b1)
-    _validation.check_unit_interval("b2", b2)
-    _validation.check_nonnegative("eps", eps)
-    _validation.check_nonnegative("eps_root", eps_root)
-    mu_dtype = canonical_dtype(mu_dtype)
+    _validation.check_unit_interval("b1", b1, required=True)
+    _validation.check_unit_interval("b2", b2, required=True)
+    _validation.check_nonnegative("eps", eps, required=True)
+    _validation.check_nonnegative("eps_root", eps_root, required=True)
+    _validation.check_flag("nesterov", nesterov)
+    mu_dtype = canonical_dtype(mu_dtype, "mu_dtype")
 
     def init_fn(params):
         return ScaleByAdamState(
@@ -553,12 +615,16 @@ def scale_by_rprop(
       min_step_size: Δ_min ≥ 0.
       max_step_size: Δ_max > 0, at least ``min_step_size``.
     """
-    _validation.check_nonnegative("learning_rate", learning_rate)
+    if callable(learning_rate):
+        raise _validation.HyperparameterTypeError(
+            f"learning_rate={learning_rate!r}: must be a number (rprop's initial step size Δ_0), "
+            "not a schedule")
+    _validation.check_nonnegative("learning_rate", learning_rate, required=True)
     _validation.check_in_range("eta_minus", eta_minus, 0.0, 1.0,
-                               low_inclusive=False, high_inclusive=True)
-    _validation.check_in_range("eta_plus", eta_plus, 1.0)
-    _validation.check_nonnegative("min_step_size", min_step_size)
-    _validation.check_positive("max_step_size", max_step_size)
+                               low_inclusive=False, high_inclusive=True, required=True)
+    _validation.check_in_range("eta_plus", eta_plus, 1.0, required=True)
+    _validation.check_nonnegative("min_step_size", min_step_size, required=True)
+    _validation.check_positive("max_step_size", max_step_size, required=True)
     _validation.check_less_equal("min_step_size", min_step_size, "max_step_size", max_step_size)
 
     def init_fn(params):
@@ -599,6 +665,7 @@ def scale_by_learning_rate(
     :class:`~functional_nn.optim.base.ScheduleState`, otherwise the state is
     empty. ``None`` means no scaling.
     """
+    _validation.check_flag("flip_sign", flip_sign)
     if learning_rate is None:
         return base.identity()
     _validation.check_nonnegative("learning_rate", learning_rate)
@@ -614,7 +681,7 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None):
         del params
         step_size = sign * learning_rate(state.count)
-        updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+        updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=jnp.result_type(g)) * g, updates)
         return updates, ScheduleState(count=increment_count(state.count))
 
     return GradientTransformation(init_fn, update_fn)

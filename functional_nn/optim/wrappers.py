@@ -11,7 +11,13 @@ import numpy as np
 import optax
 
 from functional_nn import _validation
-from functional_nn.optim.base import GradientTransformation, increment_count, zero_count
+from functional_nn.optim.base import (
+    GradientTransformation,
+    canonical_dtype,
+    check_transformation,
+    increment_count,
+    zero_count,
+)
 
 __all__ = [
     "MaskedState",
@@ -30,44 +36,31 @@ Mask = Union[Any, Callable[[Any], Any]]
 # masked
 # --------------------------------------------------------------------------
 
-class MaskedState(NamedTuple):
-    """State of the inner transformation, kept for the masked-in leaves only."""
-
-    inner_state: Any
-
-
-def _mask_tree(mask: Mask, tree: Any) -> Any:
-    return mask(tree) if callable(mask) else mask
+#: optax's state of a masked transformation (``inner_state``, holding state for
+#: the masked-in leaves only; masked-out leaves are ``optax.MaskedNode()``).
+MaskedState = optax.MaskedState
 
 
-def _keep_masked_in(tree: Any, mask_tree: Any) -> Any:
-    """``tree`` with every masked-out leaf (or subtree) replaced by an empty node."""
-    return jax.tree.map(lambda keep, x: x if keep else optax.MaskedNode(), mask_tree, tree)
-
-
-def masked(inner: GradientTransformation, mask: Mask) -> GradientTransformation:
+def masked(inner: GradientTransformation, mask: Mask) -> optax.GradientTransformationExtraArgs:
     """Apply ``inner`` to the leaves where ``mask`` is True; pass the rest through.
+
+    This is :func:`optax.masked` (after checking ``inner``), so its state is
+    :class:`optax.MaskedState` with ``optax.MaskedNode()`` in place of
+    masked-out leaves, ``optax.tree_map_params`` maps over it, extra keyword
+    arguments of ``update`` reach ``inner``, and a callable pytree (an
+    equinox-style module) is read as a mask tree, not as a mask function.
 
     Args:
       inner: the transformation to restrict.
       mask: a tree of Python booleans with the parameters' structure (or a
         prefix of it), or a function ``params -> such a tree`` (see
         :func:`mask_by_name`). The inner state holds only masked-in leaves.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation.
     """
-
-    def init_fn(params):
-        return MaskedState(inner_state=inner.init(_keep_masked_in(params, _mask_tree(mask, params))))
-
-    def update_fn(updates, state, params=None):
-        mask_tree = _mask_tree(mask, updates)
-        inner_params = None if params is None else _keep_masked_in(params, mask_tree)
-        inner_updates, inner_state = inner.update(
-            _keep_masked_in(updates, mask_tree), state.inner_state, inner_params)
-        updates = jax.tree.map(
-            lambda keep, new, old: new if keep else old, mask_tree, inner_updates, updates)
-        return updates, MaskedState(inner_state=inner_state)
-
-    return GradientTransformation(init_fn, update_fn)
+    check_transformation("masked: inner", inner)
+    return optax.masked(inner, mask)
 
 
 def _key_name(key: Any) -> str:
@@ -120,7 +113,11 @@ def skip_nonfinite(inner: GradientTransformation) -> GradientTransformation:
     move), the inner state is returned unchanged, and ``num_skipped`` grows
     by one. The choice is a ``jnp.where``, not a branch: under ``jit`` it
     fuses into the update, and it works under ``jax.vmap``.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation.
     """
+    check_transformation("skip_nonfinite: inner", inner)
 
     def init_fn(params):
         return SkipNonfiniteState(inner_state=inner.init(params), num_skipped=zero_count())
@@ -158,7 +155,13 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int,
     ``ḡ_j = ḡ_{j-1} + (g_j - ḡ_{j-1}) / j`` (Welford, as ``optax.MultiSteps``);
     the updates are zero until ``j = every_k``, when ``inner`` sees ``ḡ`` and
     the mean restarts. Equivalent to training with a k-times larger batch.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation.
+      ValueError: ``every_k`` is not an integer >= 1.
     """
+    check_transformation("accumulate_gradients: inner", inner)
+    accumulator_dtype = canonical_dtype(accumulator_dtype, "accumulator_dtype")
     if isinstance(every_k, (bool, np.bool_)) or not isinstance(every_k, (int, np.integer)) or every_k < 1:
         # A float such as 2.5 would pass a range check and then never equal
         # the integer step count, so the updates would stay zero forever.
@@ -174,7 +177,8 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int,
     def update_fn(updates, state, params=None):
         count = state.mini_step + 1
         mean = jax.tree.map(
-            lambda g, m: m + (g - m) / count.astype(m.dtype), updates, state.mean_grads)
+            lambda g, m: (m + (g - m) / count.astype(m.dtype)).astype(m.dtype),
+            updates, state.mean_grads)
         emit = count == every_k
         inner_updates, inner_state = inner.update(
             jax.tree.map(lambda m, g: m.astype(g.dtype), mean, updates), state.inner_state, params)
