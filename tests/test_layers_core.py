@@ -247,3 +247,10 @@ def test_init_shape_equals_apply_shape(name, index):
                                       params, state, jax.ShapeDtypeStruct(input_shape, jnp.float32))
         assert tuple(shapes[0]) == y.shape
         assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+
+def test_layer_names_used_in_errors():
+    named = {"dense": layers.dense(2), "conv": layers.conv(2, 3), "max_pool": layers.max_pool(2),
+             "avg_pool": layers.avg_pool(2), "relu": layers.relu, "identity": layers.identity,
+             "layernorm": layers.layernorm(), "residual": layers.residual(layers.relu), "serial": layers.serial()}
+    assert {name: layers.layer_name(layer) for name, layer in named.items()} == {name: name for name in named}

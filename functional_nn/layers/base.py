@@ -104,9 +104,13 @@ def serial(*layers: Layer) -> Layer:
 def layer_name(layer: Layer) -> str:
     """The name of the constructor that built ``layer`` (``"dense"`` for ``dense(8)``).
 
-    Read from the qualified name of its ``init`` closure
+    Read from ``init.layer_name`` when a shared factory set it (pools,
+    activations), else from the qualified name of the ``init`` closure
     (``dense.<locals>.init``); ``"layer"`` when there is none.
     """
+    explicit = getattr(layer.init, "layer_name", None)
+    if explicit:
+        return explicit
     qualname = getattr(layer.init, "__qualname__", "")
     parts = qualname.split(".<locals>.")
     return parts[-2] if len(parts) >= 2 else "layer"

@@ -116,10 +116,13 @@ def elementwise(fn: Callable, **fn_kwargs) -> Activation:
         del params, train, key
         return fn(x, **fn_kwargs), state
 
+    name = getattr(fn, "__name__", "<lambda>")
+    init.layer_name = "elementwise" if name == "<lambda>" else name  # named in serial's errors
     return Activation(init, apply)
 
 
 identity = elementwise(lambda x: x)
+identity.init.layer_name = "identity"
 relu = elementwise(jax.nn.relu)
 sigmoid = elementwise(jax.nn.sigmoid)
 tanh = elementwise(jnp.tanh)

@@ -112,7 +112,7 @@ def _pool_layer(name: str, values_fn, window, strides, padding) -> Layer:
         del params, train, key
         return values_fn(x, window, strides, padding), state
 
-    init.__qualname__ = f"{name}.<locals>.init"
+    init.layer_name = name  # named in serial's errors
     return Layer(init, apply)
 
 
