@@ -16,19 +16,29 @@ def same_pads(n, k, s):
     return (total // 2, total - total // 2)
 
 
-def numpy_pools(x, window, strides, pads):
-    """(max, mean) of the in-bounds elements of each window at o·stride - low, per example and channel."""
-    spatial = x.shape[1:-1]
+def numpy_pools(x, window, strides, pads, cotangent=None):
+    """(max, mean) of the in-bounds elements of each window at o·stride - low, per example and channel;
+    with ``cotangent`` g also (∂/∂x Σ g·max, ∂/∂x Σ g·mean): g goes to each window's argmax, and g / count
+    to each of its in-bounds elements."""
+    spatial, batch, channels = x.shape[1:-1], x.shape[0], x.shape[-1]
     out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)]
-    y_max = np.zeros((x.shape[0], *out, x.shape[-1]))
+    y_max = np.zeros((batch, *out, channels))
     y_avg = np.zeros_like(y_max)
+    dx_max, dx_avg = np.zeros_like(x), np.zeros_like(x)
     for o in np.ndindex(*out):
         starts = [oi * s - lo for oi, s, (lo, _) in zip(o, strides, pads)]
         region = tuple(slice(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, window, spatial))
-        values = x[(slice(None), *region, slice(None))].reshape(x.shape[0], -1, x.shape[-1])
+        at = (slice(None), *region, slice(None))
+        values = x[at].reshape(batch, -1, channels)
         y_max[(slice(None), *o)] = values.max(1)
         y_avg[(slice(None), *o)] = values.mean(1)  # in-bounds elements only
-    return y_max, y_avg
+        if cotangent is not None:
+            g = cotangent[(slice(None), *o)]  # (B, C)
+            winner = values.argmax(1)  # (B, C)
+            one_hot = (np.arange(values.shape[1])[None, :, None] == winner[:, None, :]) * g[:, None, :]
+            dx_max[at] += one_hot.reshape(x[at].shape)
+            dx_avg[at] += (g / values.shape[1])[(slice(None), *([None] * len(spatial)), slice(None))]
+    return y_max, y_avg, dx_max, dx_avg
 
 
 CASES = {
@@ -64,17 +74,26 @@ def test_pools_match_numpy_loops(name):
     case = CASES[name]
     options = {k: case[k] for k in ("strides", "padding") if k in case}
     max_layer, avg_layer = layers.max_pool(case["window"], **options), layers.avg_pool(case["window"], **options)
-    x = np.random.default_rng(0).standard_normal(case["x"])
-    expected_max, expected_avg = numpy_pools(x, *case_geometry(case))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(case["x"]).astype(np.float32).astype(np.float64)
+    expected_shape = max_layer.init(None, x.shape)[0]
+    cotangent = rng.standard_normal(expected_shape)
+    expected_max, expected_avg, dx_max, dx_avg = numpy_pools(x, *case_geometry(case), cotangent)
     assert max_layer.init(None, x.shape) == avg_layer.init(None, x.shape) == (expected_max.shape, (), ())
 
-    @jax.jit
-    def both(x):
-        return max_layer.apply((), (), x, train=False)[0], avg_layer.apply((), (), x, train=True)[0]
+    def weighted(layer, x):
+        return jnp.sum(layer.apply((), (), x, train=True)[0] * cotangent)
 
-    y_max, y_avg = both(jnp.asarray(x, jnp.float32))
+    @jax.jit  # differentiable under jit (reduce_window's max/sum primitives)
+    def both(x):
+        values = max_layer.apply((), (), x, train=False)[0], avg_layer.apply((), (), x, train=True)[0]
+        return values, jax.grad(weighted, 1)(max_layer, x), jax.grad(weighted, 1)(avg_layer, x)
+
+    (y_max, y_avg), grad_max, grad_avg = both(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(y_max, expected_max, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(y_avg, expected_avg, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_max, dx_max, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_avg, dx_avg, rtol=1e-5, atol=1e-6)
 
 
 def test_default_strides_are_the_window():
@@ -85,14 +104,6 @@ def test_default_strides_are_the_window():
     y_explicit, _ = layers.max_pool((2, 2), strides=(2, 2)).apply((), (), x, train=False)
     np.testing.assert_array_equal(y, y_explicit)
     np.testing.assert_array_equal(y, np.asarray(x).reshape(2, 3, 2, 2, 2, 3).max(axis=(2, 4)))
-
-
-def test_max_pool_gradient_goes_to_each_windows_maximum():
-    x = np.random.default_rng(2).standard_normal((2, 4, 6, 2))
-    grad = jax.grad(lambda x: layers.max_pool_values(x, 2).sum())(jnp.asarray(x, jnp.float32))
-    windows = x.reshape(2, 2, 2, 3, 2, 2).transpose(0, 1, 3, 5, 2, 4).reshape(2, 2, 3, 2, 4)
-    one_hot = np.eye(4)[windows.argmax(-1)].reshape(2, 2, 3, 2, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(x.shape)
-    np.testing.assert_array_equal(grad, one_hot)
 
 
 def test_avg_pool_padding_differs_from_flax_default_and_matches_count_include_pad_false():

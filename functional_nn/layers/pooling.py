@@ -74,13 +74,15 @@ def pool_geometry(layer: str, input_shape, window, strides=None, padding="VALID"
 
 
 def _lowest(dtype):
-    return -jnp.inf if jnp.issubdtype(dtype, jnp.inexact) else jnp.iinfo(dtype).min
+    """-inf (or the integer minimum) as a Python scalar: with a concrete identity as init value
+    ``lax.reduce_window`` uses its max/sum primitives, which are differentiable (also under jit)."""
+    return -math.inf if jnp.issubdtype(dtype, jnp.inexact) else int(jnp.iinfo(dtype).min)
 
 
 def max_pool_values(x, window, strides=None, padding="VALID"):
     """y[n, o, c] = max over the in-bounds window at o·stride (shapes: module docstring)."""
     window, strides, pads, _ = pool_geometry("max_pool", x.shape, window, strides, padding)
-    return lax.reduce_window(x, jnp.asarray(_lowest(x.dtype), x.dtype), lax.max,
+    return lax.reduce_window(x, _lowest(x.dtype), lax.max,
                              (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
 
@@ -90,11 +92,11 @@ def avg_pool_values(x, window, strides=None, padding="VALID"):
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         x = x.astype(jnp.result_type(float))
     dims, step, all_pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
-    sums = lax.reduce_window(x, jnp.asarray(0, x.dtype), lax.add, dims, step, all_pads)
+    sums = lax.reduce_window(x, 0.0, lax.add, dims, step, all_pads)
     if not any(lo or hi for lo, hi in pads):
         return sums / jnp.asarray(math.prod(window), x.dtype)
     ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
-    counts = lax.reduce_window(ones, jnp.asarray(0, x.dtype), lax.add, dims, step, all_pads)
+    counts = lax.reduce_window(ones, 0.0, lax.add, dims, step, all_pads)
     return sums / counts
 
 
