@@ -16,7 +16,6 @@ C_in`` is a depthwise convolution.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from functional_nn.layers._checks import (
