@@ -222,9 +222,11 @@ def test_constructor_errors_name_the_argument(kwargs, match):
         layers.conv(**kwargs)
 
 
-def test_dtype_error_names_the_argument():
+def test_type_errors_name_the_argument():
     with pytest.raises(TypeError, match="compute_dtype='int8'"):
         layers.conv(4, 3, compute_dtype="int8")
+    with pytest.raises(TypeError, match="use_bias='no'"):
+        layers.conv(4, 3, use_bias="no")
 
 
 def test_shape_errors_name_the_layer_and_both_shapes():

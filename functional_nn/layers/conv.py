@@ -112,7 +112,7 @@ def conv(out_channels: int, kernel_size, *, strides=1, padding="SAME", dilation=
       ValueError: a bad argument (named); at init, an input of the wrong rank
         or with channels not divisible by ``groups``, or a kernel larger than
         the padded input; at apply, channels other than the params expect.
-      TypeError: ``dtype``/``compute_dtype`` is not a float dtype.
+      TypeError: ``use_bias`` is not a bool; ``dtype``/``compute_dtype`` is not a float dtype.
     """
     out_channels = check_positive_int("out_channels", out_channels)
     rank = spatial_rank("kernel_size", kernel_size)
@@ -123,6 +123,8 @@ def conv(out_channels: int, kernel_size, *, strides=1, padding="SAME", dilation=
         raise ValueError(f"groups={groups}: must divide out_channels={out_channels}")
     if isinstance(padding, tuple) and len(padding) != rank:
         raise ValueError(f"padding={padding!r}: needs {rank} (low, high) pairs for kernel_size={kernel_size!r}")
+    if not isinstance(use_bias, bool):
+        raise TypeError(f"use_bias={use_bias!r}: must be True or False")
     w_initializer, b_initializer = get_initializer(w_init), get_initializer(b_init)
     dtype, compute_dtype = check_dtype("dtype", dtype), check_dtype("compute_dtype", compute_dtype)
     options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups, compute_dtype=compute_dtype)
