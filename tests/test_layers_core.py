@@ -163,3 +163,94 @@ def test_serial_errors():
     _, params, state = model.init(jax.random.key(0), (1, 3))
     with pytest.raises(ValueError, match="one entry per layer"):
         model.apply(params[:1], state, jnp.ones((1, 3)), train=False)
+
+
+def test_serial_names_the_failing_layer_index_and_both_shapes():
+    model = layers.serial(layers.dense(7), layers.relu, layers.dense(3))
+    params = ({"w": jnp.ones((4, 7)), "b": jnp.zeros(7)}, (), {"w": jnp.ones((5, 3)), "b": jnp.zeros(3)})
+    state = ((), (), ())
+    with pytest.raises(ValueError, match=r"^serial layer 2 \(dense\): input has 7 features, params expect 5 "
+                                         r"\(input shape \(2, 7\), w shape \(5, 3\)\)"):
+        jax.eval_shape(lambda p, x: model.apply(p, state, x, train=False), params, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"^serial layer 1 \(conv\): input shape \(2, 64\) has rank 2; expected rank 4"):
+        layers.serial(layers.dense(64), layers.conv(4, 3)).init(jax.random.key(0), (2, 3))
+    nested = layers.serial(layers.reshape((4, 4, 1)), layers.serial(layers.flatten(), layers.max_pool(2)))
+    with pytest.raises(ValueError, match=r"^serial layer 1 > layer 1 \(max_pool\): input shape \(2, 16\) has rank 2"):
+        nested.init(None, (2, 16))
+
+
+def test_dense_wrong_width_names_the_layer_and_both_shapes():
+    params = {"w": jnp.ones((5, 3)), "b": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"dense: input has 7 features, params expect 5 \(input shape \(2, 7\), "
+                                         r"w shape \(5, 3\)\)"):
+        layers.dense(3).apply(params, (), jnp.ones((2, 7)), train=False)
+
+
+def test_reshape_per_example():
+    layer = layers.reshape((8, 8, 1))
+    x = jnp.arange(2 * 64.0).reshape(2, 64)
+    out_shape, params, state = layer.init(None, x.shape)
+    y, _ = layer.apply(params, state, x, train=False)
+    assert out_shape == y.shape == (2, 8, 8, 1)
+    np.testing.assert_array_equal(y, np.arange(128.0).reshape(2, 8, 8, 1))
+    assert layers.reshape((-1, 2)).init(None, (3, 4, 5))[0] == (3, 10, 2)
+    assert layers.reshape(12).init(None, (3, 4, 3))[0] == (3, 12)
+    with pytest.raises(ValueError, match=r"reshape: input shape \(2, 63\) cannot be reshaped to \(batch, \*\(8, 8, 1\)\)"):
+        layer.init(None, (2, 63))
+    for bad in [(0, 2), (-1, -1), (), "8x8", (2.0, 3)]:
+        with pytest.raises(ValueError, match="shape="):
+            layers.reshape(bad)
+
+
+# ---------------------------------------------------------------- every registered layer
+
+#: (constructor arguments, input shape) per registered layer name; every name must be here.
+EVERY_LAYER = {
+    "dense": [((4,), {}, (3, 5))],
+    "relu": [(None, None, (3, 5))], "sigmoid": [(None, None, (3, 5))], "tanh": [(None, None, (3, 5))],
+    "gelu": [(None, None, (3, 5))], "softplus": [(None, None, (3, 5))], "softmax": [(None, None, (3, 5))],
+    "log_softmax": [(None, None, (3, 5))],
+    "flatten": [((), {}, (2, 3, 4, 5))],
+    "reshape": [(((4, -1),), {}, (2, 3, 4))],
+    "batchnorm": [((), {}, (4, 3, 3, 2))],
+    "dropout": [((0.5,), {}, (4, 6))],
+    "conv": [((3, 3), {"strides": 2}, (2, 5, 6, 2)), ((3, (3,)), {"padding": "VALID", "dilation": 2}, (2, 9, 2)),
+             ((4, (2, 2, 2)), {"groups": 2, "padding": 1}, (1, 3, 4, 3, 2))],
+    "layernorm": [((), {}, (2, 3, 5))],
+    "residual": [(([layers.conv(2, 3), layers.relu],), {"shortcut": layers.conv(2, 1)}, (2, 5, 5, 3))],
+    "max_pool": [((2,), {}, (2, 5, 5, 3)), ((3,), {"strides": 2, "padding": "SAME"}, (2, 6, 3))],
+    "avg_pool": [(((2, 3),), {"padding": ((1, 0), (0, 2))}, (2, 5, 5, 3))],
+    "global_avg_pool": [((), {}, (2, 4, 3, 5))],
+}
+LAYER_CASES = [(name, i) for name in sorted(EVERY_LAYER) for i in range(len(EVERY_LAYER[name]))]
+
+
+def test_every_registered_layer_has_a_shape_case():
+    assert set(layers.LAYERS.names()) == set(EVERY_LAYER)
+
+
+@pytest.mark.parametrize("name, index", LAYER_CASES)
+def test_init_shape_equals_apply_shape(name, index):
+    args, kwargs, input_shape = EVERY_LAYER[name][index]
+    entry = layers.LAYERS[name]
+    layer = entry.value(*args, **kwargs) if entry.is_constructor else entry.value
+    shapes = []
+
+    def init(key):
+        out_shape, params, state = layer.init(key, input_shape)
+        shapes.append(out_shape)
+        return params, state
+
+    params, state = jax.eval_shape(init, jax.random.key(0))
+    for train in (True, False):
+        y, new_state = jax.eval_shape(lambda p, s, x: layer.apply(p, s, x, train=train, key=jax.random.key(1)),
+                                      params, state, jax.ShapeDtypeStruct(input_shape, jnp.float32))
+        assert tuple(shapes[0]) == y.shape
+        assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+
+def test_layer_names_used_in_errors():
+    named = {"dense": layers.dense(2), "conv": layers.conv(2, 3), "max_pool": layers.max_pool(2),
+             "avg_pool": layers.avg_pool(2), "relu": layers.relu, "identity": layers.identity,
+             "layernorm": layers.layernorm(), "residual": layers.residual(layers.relu), "serial": layers.serial()}
+    assert {name: layers.layer_name(layer) for name, layer in named.items()} == {name: name for name in named}

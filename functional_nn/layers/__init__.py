@@ -3,15 +3,17 @@
     init(key, input_shape) -> (output_shape, params, state)
     apply(params, state, x, *, train: bool, key=None) -> (y, new_state)
 
-``batchnorm`` and ``dropout`` are modules that are also their layers'
+``batchnorm``, ``dropout``, ``conv``, ``layernorm`` and ``residual`` are modules that are also their layers'
 constructors (``layers.batchnorm(eps=1e-3)``, ``layers.batchnorm.normalize``);
 their plain functions are exported here too.
 """
 
 from functional_nn.layers import batchnorm, dropout
+from functional_nn.layers import conv, layernorm, residual
 from functional_nn.layers import batchnorm as _batchnorm_module
 from functional_nn.layers import dropout as _dropout_module
-from functional_nn.layers.base import LAYERS, Layer, serial, split_key
+from functional_nn.layers.pooling import avg_pool, avg_pool_values, global_avg_pool, max_pool, max_pool_values
+from functional_nn.layers.base import LAYERS, Layer, layer_name, serial, split_key
 from functional_nn.layers.core import (
     INITIALIZERS,
     Activation,
@@ -24,6 +26,7 @@ from functional_nn.layers.core import (
     linear,
     log_softmax,
     relu,
+    reshape,
     sigmoid,
     softmax,
     softplus,
@@ -41,6 +44,9 @@ reset_statistics = _batchnorm_module.reset_statistics
 recompute_statistics = _batchnorm_module.recompute_statistics
 
 fold_into_dense = _dropout_module.fold_into_dense
+
+convolve = conv.convolve
+layer_normalize = layernorm.layer_normalize
 
 __all__ = [
     "LAYERS",
@@ -74,4 +80,16 @@ __all__ = [
     "recompute_statistics",
     "dropout",
     "fold_into_dense",
+    "layer_name",
+    "reshape",
+    "conv",
+    "convolve",
+    "max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "max_pool_values",
+    "avg_pool_values",
+    "layernorm",
+    "layer_normalize",
+    "residual",
 ]

@@ -9,6 +9,7 @@ without parameters has ``params == ()``, one without state ``state == ()``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from typing import Any, Callable, NamedTuple
@@ -79,8 +80,9 @@ def serial(*layers: Layer) -> Layer:
     def init(key, input_shape):
         shape = tuple(input_shape)
         params, states = [], []
-        for layer, layer_key in zip(layers, split_key(key, len(layers))):
-            shape, layer_params, layer_state = layer.init(layer_key, shape)
+        for index, (layer, layer_key) in enumerate(zip(layers, split_key(key, len(layers)))):
+            with _naming_layer(index, layer):
+                shape, layer_params, layer_state = layer.init(layer_key, shape)
             params.append(layer_params)
             states.append(layer_state)
         return shape, tuple(params), tuple(states)
@@ -89,12 +91,62 @@ def serial(*layers: Layer) -> Layer:
         _check_one_entry_per_layer("params", params, len(layers))
         _check_one_entry_per_layer("state", state, len(layers))
         new_states = []
-        for layer, layer_params, layer_state, layer_key in zip(layers, params, state, split_key(key, len(layers))):
-            x, layer_state = layer.apply(layer_params, layer_state, x, train=train, key=layer_key)
+        keys = split_key(key, len(layers))
+        for index, (layer, layer_params, layer_state, layer_key) in enumerate(zip(layers, params, state, keys)):
+            with _naming_layer(index, layer):
+                x, layer_state = layer.apply(layer_params, layer_state, x, train=train, key=layer_key)
             new_states.append(layer_state)
         return x, tuple(new_states)
 
     return Layer(init, apply)
+
+
+def layer_name(layer: Layer) -> str:
+    """The name of the constructor that built ``layer`` (``"dense"`` for ``dense(8)``).
+
+    Read from ``init.layer_name`` when a shared factory set it (pools,
+    activations), else from the qualified name of the ``init`` closure
+    (``dense.<locals>.init``); ``"layer"`` when there is none.
+    """
+    explicit = getattr(layer.init, "layer_name", None)
+    if explicit:
+        return explicit
+    qualname = getattr(layer.init, "__qualname__", "")
+    parts = qualname.split(".<locals>.")
+    return parts[-2] if len(parts) >= 2 else "layer"
+
+
+@contextlib.contextmanager
+def _naming_layer(index: int, layer: Layer):
+    """Re-raise a ``ValueError``/``TypeError`` from layer ``index`` prefixed
+    ``serial layer <index> (<name>): `` (nested serials: ``serial layer 3 > layer 1 (dense): ``)."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        if type(error) not in (ValueError, TypeError):
+            raise
+        raise type(error)(_prefixed_message(index, layer_name(layer), str(error))) from error
+
+
+def _prefixed_message(index: int, name: str, message: str) -> str:
+    if message.startswith("serial layer "):
+        return f"serial layer {index} > {message[len('serial '):]}"
+    if message.startswith(f"{name}: "):
+        message = message[len(name) + 2:]
+    return f"serial layer {index} ({name}): {message}"
+
+
+def as_layer(name: str, value) -> Layer:
+    """``value`` as a ``Layer``: a ``Layer`` as it is, a list/tuple of layers as their ``serial``.
+
+    Raises:
+      TypeError: ``value`` is neither, naming ``name``.
+    """
+    if isinstance(value, Layer):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value):
+        return serial(*value)
+    raise TypeError(f"{name}={value!r}: must be a Layer (init, apply) or a non-empty list of Layers")
 
 
 def _check_one_entry_per_layer(name: str, tree, num_layers: int):
