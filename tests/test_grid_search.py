@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_nn.config import (
+from functional_nn.experiment import (
     ConfigError,
     build_early_stopping,
     build_loss,
@@ -26,7 +26,7 @@ from functional_nn.config import (
 from functional_nn.data import DataSplits, Split
 from functional_nn.train import EarlyStopping, EarlyStoppingState, fit, init_train_state, make_evaluate, make_train_epoch
 from functional_nn.train.early_stopping import update_early_stopping
-from functional_nn.train.grid_search import evaluate_setting, expand_grid, grid_search, group_settings, split_keys, validate_grid
+from functional_nn.experiment.search import evaluate_setting, expand_grid, grid_search, group_settings, split_keys, validate_grid
 from functional_nn.train.search_engine import GridStopping, update_stopping
 
 LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3]  # <= 1e-3: see issue 5 (Adam and biases before batch norm)
@@ -60,7 +60,7 @@ def _fit_one(config, data, model, initial_state, evaluate):
 @pytest.fixture(scope="module")
 def vmapped_and_separate():
     config = _config()
-    from functional_nn.config import build_data
+    from functional_nn.experiment import build_data
 
     data = build_data(config.data)
     result = grid_search(config, data=data)
@@ -120,7 +120,7 @@ def test_selection_uses_validation_never_test_data():
     config = _config(optimizer={"name": "sgd"}, training={"epochs": 3, "batch_size": 32},
                      model={"layers": [{"dense": 16}, "relu", {"dense": 3}]},
                      search={"optimizer.learning_rate": [0.0, 0.5, 1.0e9]})
-    from functional_nn.config import build_data
+    from functional_nn.experiment import build_data
 
     data = build_data(config.data)
     # The test labels are shifted by one class: the network that learned the most

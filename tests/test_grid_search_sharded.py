@@ -18,8 +18,8 @@ SCRIPT = textwrap.dedent(
     """
     import json
     import jax, numpy as np
-    from functional_nn.config import parse_config
-    from functional_nn.train.grid_search import grid_search
+    from functional_nn.experiment import parse_config
+    from functional_nn.experiment.search import grid_search
 
     raw = {
         "data": {"name": "spirals", "n": 240, "num_classes": 3, "val_fraction": 0.25, "test_fraction": 0.2},

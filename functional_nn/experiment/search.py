@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import os
-import time
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from functional_nn.config import (
+from functional_nn.experiment import (
     Config,
     ConfigError,
     alias_hyperparameters,
@@ -50,11 +47,8 @@ from functional_nn.config import (
     build_model,
     build_optimizer,
     config_to_dict,
-    dump_config,
     parse_config,
 )
-from functional_nn.train import search_report
-from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees
 from functional_nn.train.search_engine import GridRun, run_grid
 from functional_nn.train.search_engine import setting_train_state as engine_setting_train_state
 from functional_nn.train.state import TrainState
@@ -63,14 +57,6 @@ from functional_nn.train.step import make_evaluate
 OPTIMIZER_NUMBERS = ("learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm")
 LAYER_NUMBERS = ("rate", "ema_decay", "eps")
 
-RESULTS_CSV = "results.csv"
-RESULTS_MD = "results.md"
-SUMMARY_FILE = "summary.json"
-HISTORY_FILE = "history.jsonl"
-HEATMAP_FILE = "heatmap.png"
-CURVE_FILE = "curve.png"
-CURVES_FILE = "learning_curves.png"
-BEST_FILE = "best_params.npz"
 
 
 class Group(NamedTuple):
@@ -380,7 +366,7 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
 def _cached_data(cache: dict, config: Config):
     """The group's data splits (built once per data section), checked against its batch size;
     a data or batch-size problem is a :class:`ConfigError` naming the key."""
-    from functional_nn.config import check_batch_size
+    from functional_nn.experiment import check_batch_size
 
     key = repr(config.data)
     if key not in cache:
@@ -392,95 +378,3 @@ def _cached_data(cache: dict, config: Config):
             raise ConfigError(f"data: {e}") from None
     check_batch_size(config.training, cache[key])
     return cache[key]
-
-
-# --------------------------------------------------------------------------
-# outputs
-
-
-def varying_keys(result: SearchResult) -> list:
-    """The grid keys that take more than one value."""
-    return [k for k in result.keys if len(search_report.distinct_values(result.settings, k)) > 1]
-
-
-def setting_label(setting: dict) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={search_report.format_value(v)}" for k, v in setting.items())
-
-
-def summary(result: SearchResult, config: Config, seconds: float) -> dict:
-    best_row = result.rows[result.best_index]
-    return {
-        "name": config.name,
-        "selected_by": f"best {result.monitor} ({result.mode}) on the validation split",
-        "settings": len(result.settings),
-        "groups": len(result.groups),
-        "best_setting": result.settings[result.best_index],
-        "best_index": result.best_index,
-        f"best_{result.monitor}": best_row[f"best_{result.monitor}"],
-        "best_epoch": best_row["best_epoch"],
-        **result.test_metrics,
-        "wall_time_s": seconds,
-    }
-
-
-def markdown_report(result: SearchResult, config: Config) -> str:
-    best = result.settings[result.best_index]
-    lines = [
-        f"# Grid search: {config.name}",
-        "",
-        f"{len(result.settings)} settings ({len(result.groups)} compiled group(s)); selection: best "
-        f"{result.monitor} ({result.mode}) on the validation split; the selected setting alone is evaluated on test.",
-        "",
-        f"**Selected:** setting {result.best_index} ({setting_label(best)}), best {result.monitor} = "
-        f"{search_report.format_value(result.rows[result.best_index][f'best_{result.monitor}'])} at epoch "
-        f"{result.rows[result.best_index]['best_epoch']}; "
-        + ", ".join(f"{k} = {search_report.format_value(v)}" for k, v in result.test_metrics.items()),
-        "",
-        "",
-    ]
-    rows = [{**r, "selected": "*" if i == result.best_index else ""} for i, r in enumerate(result.rows)]
-    return "\n".join(lines) + search_report.markdown_table(rows)
-
-
-def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
-    """Heatmap (2-D grid) or curve (1-D grid) of the best validation value, and
-    every setting's validation learning curve; returns the files written."""
-    metric = f"best_{result.monitor}"
-    varying, written = varying_keys(result), []
-    if len(varying) == 2:
-        search_report.plot_heatmap(result.rows, varying[0], varying[1], metric, os.path.join(out_dir, HEATMAP_FILE), title=config.name, chosen=result.best_index)
-        written.append(HEATMAP_FILE)
-    elif len(varying) == 1:
-        search_report.plot_curve(result.rows, varying[0], metric, os.path.join(out_dir, CURVE_FILE), title=config.name, chosen=result.best_index)
-        written.append(CURVE_FILE)
-    labels = [setting_label({k: s[k] for k in varying} or s) for s in result.settings]
-    search_report.plot_learning_curves(result.histories, labels, result.monitor, os.path.join(out_dir, CURVES_FILE), title=config.name)
-    written.append(CURVES_FILE)
-    return written
-
-
-def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: float) -> None:
-    """``runs/<name>/``: config, results table (CSV, markdown), summary, per-epoch
-    history, plots and the selected setting's parameters."""
-    os.makedirs(out_dir, exist_ok=True)
-    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
-    write("config.yaml", dump_config(config))
-    write(RESULTS_CSV, search_report.csv_text(result.rows))
-    write(RESULTS_MD, markdown_report(result, config))
-    write(SUMMARY_FILE, json.dumps(summary(result, config, seconds), indent=2) + "\n")
-    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(result.histories) for r in history]
-    write(HISTORY_FILE, "\n".join(lines) + "\n")
-    write_plots(result, config, out_dir)
-    state = result.best_train_state
-    save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
-
-
-def run_search(config: Config, out_dir: str, *, devices=None, progress: bool | None = None) -> SearchResult:
-    """The CLI's ``search``: :func:`grid_search` on ``config.search``, outputs in ``out_dir``."""
-    started = time.perf_counter()
-    result = grid_search(config, devices=devices, progress=progress)
-    seconds = time.perf_counter() - started
-    write_outputs(result, config, out_dir, seconds)
-    shown = summary(result, config, seconds)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}))
-    return result

@@ -1,0 +1,156 @@
+"""Builders: config sections to library objects (data, model, loss, optimizer,
+augmentation, early stopping). ``build_model`` and ``build_optimizer`` take
+``hparams``, a dict overriding numeric hyperparameters by name with values
+that may be traced (grid search builds them inside ``jax.vmap``)."""
+
+from __future__ import annotations
+
+import inspect
+
+
+from functional_nn.experiment.schema import ConfigError, DataConfig, LossConfig, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, TrainingConfig, unknown_key_error
+from functional_nn.layers import LAYERS, serial
+from functional_nn.losses import LOSSES
+from functional_nn.experiment.sections import layer_arguments, MASK_ARGUMENTS, _optimizer_alias, alias_hyperparameters
+
+# builders
+
+
+def build_data(data: DataConfig):
+    """The :class:`~functional_nn.data.DataSplits` the section describes
+    (see :func:`check_batch_size` for checking a batch size against it)."""
+    from functional_nn import data as datasets
+
+    common = dict(
+        seed=data.seed,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        standardize_mode=data.standardize,
+    )
+    if data.name == "digits":
+        return datasets.load_digits(**common)
+    if data.name == "spirals":
+        return datasets.spirals(max(1, data.n // data.num_classes), data.num_classes, data.noise, **common)
+    if data.name == "noisy_function":
+        return datasets.noisy_function(data.n, data.noise, **common)
+    if data.name == "npz":
+        return datasets.load_npz_file(data.path, **common)
+    return datasets.load_idx_directory(data.path, **common)
+
+
+def _check_hparam_names(section: str, hparams: dict, accepted) -> None:
+    for key in hparams:
+        if key not in accepted:
+            raise unknown_key_error(section, key, accepted)
+
+
+def build_model(model: ModelConfig, hparams: dict | None = None):
+    """``serial`` of the registered layers; ``hparams`` maps ``"layers.<i>.<arg>"``
+    to (possibly traced) values replacing that layer argument."""
+    hparams = dict(hparams or {})
+    accepted = [f"layers.{i}.{arg}" for i, layer in enumerate(model.layers) for arg in layer_arguments(layer.type)]
+    _check_hparam_names("model", hparams, accepted)
+    built = []
+    for i, layer in enumerate(model.layers):
+        args = dict(layer.args)
+        args.update({k.rsplit(".", 1)[1]: v for k, v in hparams.items() if k.startswith(f"layers.{i}.")})
+        built.append(LAYERS.build(layer.type, **args))
+    return serial(*built)
+
+
+def build_loss(loss: LossConfig):
+    """``loss(outputs, targets)``; integer class labels are one-hot encoded for
+    the losses that compare distributions (softmax cross-entropy takes them as is)."""
+    import jax
+    import jax.numpy as jnp
+
+    divergence = LOSSES.lookup(loss.name).value
+    if loss.name == "softmax_cross_entropy":
+        return divergence
+
+    def loss_fn(outputs, targets):
+        if jnp.issubdtype(targets.dtype, jnp.integer):
+            targets = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
+        return divergence(outputs, targets)
+
+    loss_fn.__name__ = loss.name
+    return loss_fn
+
+
+def _decay_mask(kind: str):
+    """``weights``: only leaves named ``w`` (the notes' ½λΣ‖W_k‖², no biases or
+    batch-norm γ/β); ``all``: every leaf (``None``, no mask)."""
+    from functional_nn.losses import weights_mask
+
+    return None if kind == "all" else weights_mask
+
+
+def build_schedule(schedule: ScheduleConfig | None, learning_rate):
+    """The optax schedule whose initial/peak value is ``learning_rate`` (or the rate itself)."""
+    if schedule is None:
+        return learning_rate
+    import optax
+
+    function_name, filled = SCHEDULES[schedule.name]
+    return getattr(optax, function_name)(**{filled: learning_rate, **schedule.args})
+
+
+def build_optimizer(optimizer: OptimizerConfig, hparams: dict | None = None):
+    """``chain(clipping..., L2 penalty, alias)``; ``hparams`` overrides any of
+    ``learning_rate``, ``l2``, ``clip``, ``clip_by_norm``, ``clip_by_global_norm``
+    and the alias's hyperparameters with (possibly traced) values."""
+    from functional_nn import optim
+
+    hparams = dict(hparams or {})
+    alias_names = alias_hyperparameters(optimizer.name)
+    _check_hparam_names(
+        "optimizer", hparams, ["learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm", *alias_names]
+    )
+
+    def value(name):
+        return hparams.get(name, getattr(optimizer, name))
+
+    mask = _decay_mask(optimizer.decay_mask)
+    parts = []
+    for name, transform in (
+        ("clip", optim.clip),
+        ("clip_by_norm", optim.clip_by_norm),
+        ("clip_by_global_norm", optim.clip_by_global_norm),
+    ):
+        if value(name) is not None:
+            parts.append(transform(value(name)))
+    if "l2" in hparams or optimizer.l2 != 0.0:
+        parts.append(optim.add_l2_penalty(value("l2"), mask))
+    alias_args = {**optimizer.hyperparameters, **{k: v for k, v in hparams.items() if k in alias_names}}
+    alias_parameters = inspect.signature(_optimizer_alias(optimizer.name)).parameters
+    for mask_argument in MASK_ARGUMENTS:
+        if mask_argument in alias_parameters:
+            alias_args[mask_argument] = mask
+    learning_rate = build_schedule(optimizer.schedule, value("learning_rate"))
+    parts.append(_optimizer_alias(optimizer.name)(learning_rate, **alias_args))
+    return parts[0] if len(parts) == 1 else optim.chain(*parts)
+
+
+def build_augment(training: TrainingConfig, image_shape=None):
+    """The keyed augmentation of ``training.augmentation`` (``None`` when off)."""
+    from functional_nn.data import make_augment
+
+    augmentation = training.augmentation
+    if augmentation is None:
+        return None
+    if (augmentation.shift or augmentation.flip) and image_shape is None:
+        raise ConfigError("training.augmentation: shift/flip need image data (this data set has no image shape)")
+    return make_augment(
+        shift=augmentation.shift, noise_std=augmentation.noise_std, flip=augmentation.flip, image_shape=image_shape
+    )
+
+
+def build_early_stopping(training: TrainingConfig):
+    """The ``EarlyStopping`` settings. Without the section: never stop, keep the
+    last parameters (the best epoch on ``val_loss`` is still reported)."""
+    from functional_nn.train import EarlyStopping
+
+    settings = training.early_stopping
+    if settings is None:
+        return EarlyStopping(patience=None, restore_best=False)
+    return EarlyStopping(settings.patience, settings.min_delta, settings.monitor, settings.mode, settings.restore_best)
