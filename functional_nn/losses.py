@@ -116,6 +116,23 @@ def accuracy(logits, labels):
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
+def is_class_indices(logits, labels) -> bool:
+    """Whether ``labels`` are class indices for ``logits`` (shape
+    ``logits.shape[:-1]``), the format rule of :func:`softmax_cross_entropy`."""
+    return tuple(jnp.shape(labels)) == tuple(jnp.shape(logits))[:-1]
+
+
+def has_class_labels(logits, labels) -> bool:
+    """Whether :func:`accuracy` applies: class indices, or one-hot / probability
+    targets (shape ``logits.shape``) over K > 1 classes. Targets of a single
+    output (regression, K = 1) are not class labels. Decided by shape alone, so
+    the train step, evaluation and the config agree."""
+    logits_shape = tuple(jnp.shape(logits))
+    if is_class_indices(logits, labels):
+        return True
+    return tuple(jnp.shape(labels)) == logits_shape and logits_shape[-1] > 1
+
+
 def weights_mask(params):
     """True for weight matrices (dict entries named ``"w"``), False for biases and batch norm's γ, β."""
 

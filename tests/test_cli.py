@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 from functional_nn.__main__ import main
-from functional_nn.experiment.commands.train import build_experiment
+from functional_nn.experiment.builders import build_experiment
 from functional_nn.experiment import build_data, build_loss, build_model, load_config
 from functional_nn.train import load_training_checkpoint, make_evaluate, restore_best
 from functional_nn.train.checkpoint import load_pytrees

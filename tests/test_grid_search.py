@@ -76,7 +76,7 @@ def vmapped_and_separate():
 
 
 def test_vmapped_grid_of_learning_rates_equals_separate_fit_runs(vmapped_and_separate):
-    result, separate, _ = vmapped_and_separate
+    result, separate, data = vmapped_and_separate
     assert len(result.groups) == 1  # all four learning rates in one compiled program
     stopped = [len(history) < 6 for _, history, _ in separate]
     assert any(stopped) and not all(stopped), "the test should cover both stopped and full-length settings"
@@ -87,8 +87,14 @@ def test_vmapped_grid_of_learning_rates_equals_separate_fit_runs(vmapped_and_sep
         assert result.rows[index]["best_epoch"] == max(r["epoch"] for r in history if r["is_best"])
         # float32 tolerance, loosened by Adam: it amplifies rounding noise in the gradient of the
         # dense bias before batch norm (zero in exact arithmetic; issue 5), which grows over the epochs
-        for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        for metric in ("train_loss", "val_loss"):
             np.testing.assert_allclose([r[metric] for r in got], [r[metric] for r in history], rtol=2e-4, atol=2e-5, err_msg=metric)
+        # Accuracy is a count: with the losses equal to float32 noise, an example whose two
+        # largest logits nearly tie may flip its argmax between the two programs (different
+        # fusion order). Allow at most one flipped example per epoch, no more.
+        one_example = {"train_accuracy": 1.0 / (len(data.train.x) // 32 * 32), "val_accuracy": 1.0 / len(data.val.x)}
+        for metric, atol in one_example.items():
+            np.testing.assert_allclose([r[metric] for r in got], [r[metric] for r in history], rtol=0, atol=atol * 1.0001, err_msg=metric)
 
 
 def test_selected_setting_has_the_fit_runs_best_weights_and_test_metrics(vmapped_and_separate):
@@ -147,7 +153,7 @@ def test_vectorized_early_stopping_matches_fits_rule(mode, min_delta, patience):
                        [0.5, 0.6, 0.7, 0.5, 0.38, 0.9, 0.95, 1.0]], np.float32)
     rule = EarlyStopping(patience=patience, min_delta=min_delta, mode=mode, monitor="val_loss")
     params = {"w": jnp.zeros(())}
-    step = jax.jit(jax.vmap(lambda s, v, e, p: update_stopping(rule, mode, s, v, jnp.bool_(False), e, p), in_axes=(0, 0, None, 0)))
+    step = jax.jit(jax.vmap(lambda s, v, e, p: update_stopping(rule, s, v, jnp.bool_(False), e, p), in_axes=(0, 0, None, 0)))
     stopping = jax.vmap(lambda _: GridStopping(jnp.float32(jnp.nan), jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False), jnp.int32(0), params, ()))(jnp.arange(3))
     stopped_at = np.zeros(3, int)
     for epoch, column in enumerate(values.T, start=1):

@@ -10,7 +10,7 @@ import inspect
 
 from functional_nn.experiment.schema import ConfigError, DataConfig, LossConfig, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, TrainingConfig, unknown_key_error
 from functional_nn.layers import LAYERS, serial
-from functional_nn.losses import LOSSES
+from functional_nn.losses import LOSSES, is_class_indices
 from functional_nn.experiment.sections import layer_arguments, MASK_ARGUMENTS, _optimizer_alias, alias_hyperparameters
 
 # builders
@@ -59,17 +59,16 @@ def build_model(model: ModelConfig, hparams: dict | None = None):
 
 
 def build_loss(loss: LossConfig):
-    """``loss(outputs, targets)``; integer class labels are one-hot encoded for
-    the losses that compare distributions (softmax cross-entropy takes them as is)."""
+    """``loss(outputs, targets)``; class indices (by shape, the rule of
+    :func:`functional_nn.losses.is_class_indices`) are one-hot encoded for the
+    losses that compare distributions (softmax cross-entropy takes them as is)."""
     import jax
-    import jax.numpy as jnp
-
     divergence = LOSSES.lookup(loss.name).value
     if loss.name == "softmax_cross_entropy":
         return divergence
 
     def loss_fn(outputs, targets):
-        if jnp.issubdtype(targets.dtype, jnp.integer):
+        if is_class_indices(outputs, targets):
             targets = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
         return divergence(outputs, targets)
 
@@ -154,3 +153,18 @@ def build_early_stopping(training: TrainingConfig):
     if settings is None:
         return EarlyStopping(patience=None, restore_best=False)
     return EarlyStopping(settings.patience, settings.min_delta, settings.monitor, settings.mode, settings.restore_best)
+
+
+def build_experiment(config):
+    """(data splits, model, loss, optimizer, train state): the config built, the
+    train state freshly initialised from ``training.seed`` for batches of
+    ``training.batch_size``."""
+    import jax
+
+    from functional_nn.train import init_train_state
+
+    data = build_data(config.data)
+    model, loss, optimizer = build_model(config.model), build_loss(config.loss), build_optimizer(config.optimizer)
+    input_shape = (config.training.batch_size,) + tuple(data.train.x.shape[1:])
+    train_state = init_train_state(model, optimizer, jax.random.key(config.training.seed), input_shape)
+    return data, model, loss, optimizer, train_state

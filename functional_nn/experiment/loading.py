@@ -12,6 +12,7 @@ import re
 import yaml
 
 from functional_nn.experiment.schema import Config, ConfigError, DataConfig, LossConfig, SECTIONS, TrainingConfig, parse_section, unknown_key_error
+from functional_nn.experiment.schema import keyed_error
 from functional_nn.experiment.schema import _as_mapping, _convert, _value_error
 from functional_nn.experiment.sections import parse_model, parse_optimizer
 from functional_nn.experiment.overrides import apply_overrides, set_path
@@ -64,10 +65,7 @@ def _check_optimizer_builds(config: Config) -> None:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        message = str(e)
-        named = message.split("=", 1)[0]
-        prefix = "optimizer." if named.isidentifier() else "optimizer: "
-        raise ConfigError(prefix + message) from None
+        raise keyed_error(e, "optimizer") from None
 
 
 def _parse_sections(raw: dict, source: str | None) -> Config:

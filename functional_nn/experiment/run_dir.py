@@ -33,15 +33,11 @@ def run_directory(config, out: str | None) -> str:
 
 
 def write_json(path: str, data: dict) -> None:
-
-
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def plain_config(config) -> dict:
     """``config_to_dict`` as it reads back from JSON (tuples become lists)."""
-
-
     return json.loads(json.dumps(config_to_dict(config)))
 
 
@@ -67,9 +63,6 @@ def check_resumed_config(config, directory: str) -> None:
     and device count may change): the config is compared with the one stored in
     the checkpoint (``config.yaml`` only for checkpoints written before configs
     were stored in them). Without a checkpoint there is nothing to continue."""
-
-
-
     checkpoint_path = os.path.join(directory, CHECKPOINT_FILE)
     if not os.path.exists(checkpoint_path):
         return
@@ -102,11 +95,8 @@ def note_earlier_checkpoint(directory: str) -> None:
         )
 
 
-
 def run_summary(config, history: list, test_metrics: dict, wall_time_s: float) -> dict:
     """``summary.json``: test metrics, the best epoch and its metrics, epochs run, wall time."""
-
-
     best = best_epoch(history)
     at_best = next((r for r in history if r["epoch"] == best), history[-1] if history else {})
     return {

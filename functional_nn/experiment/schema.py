@@ -36,6 +36,23 @@ def unknown_key_error(path: str, key: str, accepted) -> ConfigError:
     return ConfigError(f"{where}: unknown key{_closest(key, accepted)} (accepted keys: {', '.join(sorted(accepted))})")
 
 
+def keyed_error(error: Exception, path: str, values: dict | None = None) -> ConfigError:
+    """A library function's ``ValueError``/``TypeError`` under the YAML key.
+
+    The library names its own argument (``eps=-1.0: must be in [0, inf)``); the
+    message becomes ``<path>.eps=-1.0: ...``. Given ``values`` (the arguments
+    passed), a message naming something else is put under the one argument
+    whose string value it quotes (``<path>.w_init: initializer='x' ...``), else
+    under ``path``.
+    """
+    message = str(error)
+    named = message.split("=", 1)[0]
+    if named.isidentifier() and (values is None or named in values):
+        return ConfigError(f"{path}.{message}")
+    quoted = [k for k, v in (values or {}).items() if isinstance(v, str) and repr(v) in message]
+    return ConfigError(f"{path}.{quoted[0]}: {message}" if len(quoted) == 1 else f"{path}: {message}")
+
+
 def _value_error(path: str, value, accepted: str) -> ConfigError:
     return ConfigError(f"{path}={value!r}: {accepted}")
 

@@ -220,11 +220,6 @@ def selection_rule(config: Config):
     return rule
 
 
-def _resolve_devices(config: Config, devices):
-    devices = config.training.devices if devices is None else devices
-    return None if devices == 1 else devices
-
-
 def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None) -> GridRun:
     """Train one group's settings at once (they differ only in traced values)."""
     optimizer_hparams, model_hparams = split_hparams(traced, settings)
@@ -246,7 +241,7 @@ def run_group(config: Config, traced: dict, settings: list, data, *, devices=Non
             key=jax.random.key(training.seed),
             early_stopping=selection_rule(config),
             augment=build_augment(training, data.image_shape),
-            devices=_resolve_devices(config, devices),
+            devices=config.training.devices if devices is None else devices,
             eval_chunk_size=training.eval_chunk_size,
             unroll=training.unroll,
             progress=progress if progress is not None else training.progress,

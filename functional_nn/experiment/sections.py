@@ -9,7 +9,7 @@ import inspect
 from typing import Union
 
 
-from functional_nn.experiment.schema import ConfigError, LayerConfig, MASK_ARGUMENTS, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, one_of, parse_section, unknown_key_error
+from functional_nn.experiment.schema import ConfigError, keyed_error, LayerConfig, MASK_ARGUMENTS, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, one_of, parse_section, unknown_key_error
 from functional_nn.layers import LAYERS
 from functional_nn.optim import OPTIMIZERS
 from functional_nn.experiment.schema import _as_mapping, _closest, _convert, _value_error
@@ -84,18 +84,6 @@ def _convert_argument(parameter: inspect.Parameter, value, path: str):
     return value if tp is None else _convert(tp, value, path)
 
 
-def constructor_error(error: Exception, path: str, args: dict) -> ConfigError:
-    """A constructor's ``ValueError``/``TypeError`` under the YAML key: a message
-    ``arg=value: ...`` becomes ``<path>.arg=value: ...``; otherwise the argument
-    whose value the message quotes is named (``<path>.arg: message``), else the layer."""
-    message = str(error)
-    named = message.split("=", 1)[0]
-    if named in args:
-        return ConfigError(f"{path}.{message}")
-    quoted = [arg for arg, value in args.items() if isinstance(value, str) and repr(value) in message]
-    return ConfigError(f"{path}.{quoted[0]}: {message}" if len(quoted) == 1 else f"{path}: {message}")
-
-
 def parse_layer(entry: dict, path: str) -> LayerConfig:
     """A layer entry checked against its registered constructor: names, argument
     names and types from its signature, values by calling it once."""
@@ -116,7 +104,7 @@ def parse_layer(entry: dict, path: str) -> LayerConfig:
     try:
         LAYERS.build(name, **args)
     except (ValueError, TypeError) as e:
-        raise constructor_error(e, path, args) from None
+        raise keyed_error(e, path, args) from None
     return LayerConfig(name, args)
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-from functional_nn.experiment.commands.train import build_experiment
+from functional_nn.experiment.builders import build_experiment
 from functional_nn.experiment.run_dir import CHECKPOINT_FILE
 from functional_nn.train import load_training_checkpoint, make_evaluate, restore_best
 
 
 def eval_command(config, directory: str, *, checkpoint: str | None, split: str) -> int:
-
-
     data, model, loss, _, train_state = build_experiment(config)
     loaded = load_training_checkpoint(checkpoint or os.path.join(directory, CHECKPOINT_FILE), train_state)
     train_state = restore_best(loaded.early_stopping, loaded.train_state)

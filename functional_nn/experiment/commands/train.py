@@ -7,58 +7,36 @@ import os
 import sys
 import time
 
-
 from functional_nn.experiment import run_dir
-from functional_nn.experiment.builders import build_augment, build_data, build_early_stopping, build_loss, build_model, build_optimizer
-from functional_nn.experiment.loading import ConfigError, check_batch_size, dump_config
+from functional_nn.experiment.builders import build_augment, build_early_stopping, build_experiment
+from functional_nn.experiment.loading import check_batch_size, dump_config
+from functional_nn.experiment.schema import keyed_error
 from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE
-from functional_nn.train import NonFiniteLossError, fit, init_train_state, make_evaluate, make_train_epoch
+from functional_nn.train import NonFiniteLossError, fit, make_evaluate, make_train_epoch
 from functional_nn.train.checkpoint import atomic_write_bytes
 from functional_nn.train.parallel import check_batch_divisible, make_data_mesh, make_parallel_evaluate, make_parallel_train_epoch
 from functional_nn.train.plotting import plot_learning_curves
 
 
-def build_experiment(config):
-    """Data, model, loss, optimizer and the freshly initialised train state."""
-    import jax
-
-
-
-
-    data = build_data(config.data)
-    model, loss, optimizer = build_model(config.model), build_loss(config.loss), build_optimizer(config.optimizer)
-    input_shape = (config.training.batch_size,) + tuple(data.train.x.shape[1:])
-    train_state = init_train_state(model, optimizer, jax.random.key(config.training.seed), input_shape)
-    return data, model, loss, optimizer, train_state
-
-
 def _data_mesh(config):
     """The data-parallel mesh of ``training.devices`` (``None`` for 1 device)."""
-
-
     devices = config.training.devices
     if devices == 1:
         return None
-
-
     try:
         mesh = make_data_mesh(devices)
         check_batch_divisible(config.training.batch_size, mesh)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    except ValueError as e:  # "devices=...", "batch_size=...": the training section's keys
+        raise keyed_error(e, "training") from None
     return mesh
 
 
 def _compiled_epoch(config, model, loss, optimizer, augment, mesh=None):
     """The jitted epoch: on one device, or data-parallel over ``mesh``
     (``training.devices`` != 1) through ``functional_nn.train.parallel``."""
-
-
     training = config.training
     if mesh is None:
         return make_train_epoch(model, loss, optimizer, training.batch_size, augment=augment, unroll=training.unroll)
-
-
     return make_parallel_train_epoch(
         model, loss, optimizer, training.batch_size, devices=mesh, augment=augment, unroll=training.unroll
     )
@@ -66,22 +44,13 @@ def _compiled_epoch(config, model, loss, optimizer, augment, mesh=None):
 
 def _evaluate_fn(config, model, loss, mesh=None):
     """Evaluation in chunks, each split over ``mesh``'s devices when there is one."""
-
-
     chunk_size = config.training.eval_chunk_size
     if mesh is None:
         return make_evaluate(model, loss, chunk_size=chunk_size)
-
-
     return make_parallel_evaluate(model, loss, mesh, chunk_size=chunk_size)
 
 
-
 def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
-
-
-
-
     if resume:
         run_dir.check_resumed_config(config, directory)
     else:
@@ -123,8 +92,6 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
     test = (
         {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
     )
-
-
     plot_learning_curves(history, os.path.join(directory, PLOT_FILE), title=config.name)
     summary = run_dir.run_summary(config, history, test, time.perf_counter() - started)
     run_dir.write_json(os.path.join(directory, SUMMARY_FILE), summary)
