@@ -23,7 +23,8 @@ import _digits  # noqa: E402
 
 from functional_nn.experiment.search import grid_search  # noqa: E402
 from functional_nn.experiment.search import evaluate_setting  # noqa: E402
-from functional_nn.experiment.search_report import markdown_table, plot_heatmap  # noqa: E402
+from functional_nn.experiment.plots import plot_heatmap  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_optimizers_digits.yaml"
 NAME = "exp2_optimizers_digits"

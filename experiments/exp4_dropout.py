@@ -36,7 +36,8 @@ import _digits  # noqa: E402
 from functional_nn.experiment import build_model, config_to_dict, parse_config  # noqa: E402
 from functional_nn.layers import fold_into_dense  # noqa: E402
 from functional_nn.experiment.search import concrete_config, evaluate_setting, grid_search, setting_train_state  # noqa: E402
-from functional_nn.experiment.search_report import markdown_table, plot_heatmap  # noqa: E402
+from functional_nn.experiment.plots import plot_heatmap  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_dropout.yaml"
 NAME = "exp4_dropout"

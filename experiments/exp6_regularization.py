@@ -36,7 +36,8 @@ import _common  # noqa: E402
 import _digits  # noqa: E402
 
 from functional_nn.experiment.search import evaluate_setting, grid_search, setting_train_state  # noqa: E402
-from functional_nn.experiment.search_report import markdown_table, plot_heatmap  # noqa: E402
+from functional_nn.experiment.plots import plot_heatmap  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_regularization.yaml"
 NAME = "exp6_regularization"

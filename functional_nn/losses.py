@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_nn._validation import check_nonnegative
+from functional_nn.optim.wrappers import mask_by_name
 from functional_nn.registry import Registry
 
 #: Divergences usable as a training loss, by name.
@@ -134,13 +135,15 @@ def has_class_labels(logits, labels) -> bool:
 
 
 def weights_mask(params):
-    """True for weight matrices (dict entries named ``"w"``), False for biases and batch norm's γ, β."""
+    """True for weight matrices (dict entries named ``"w"``), False for biases and batch norm's γ, β.
 
-    def is_weight(path, _):
-        last = path[-1] if path else None
-        return isinstance(last, jax.tree_util.DictKey) and last.key == "w"
+    :func:`functional_nn.optim.mask_by_name` on the leaf's last name: that is
+    the one place parameter paths are walked for masks.
+    """
+    return _WEIGHTS_BY_NAME(params)
 
-    return jax.tree_util.tree_map_with_path(is_weight, params)
+
+_WEIGHTS_BY_NAME = mask_by_name(lambda path: bool(path) and path[-1] == "w")
 
 
 def l2_penalty(params, lam, mask=None):

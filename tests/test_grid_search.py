@@ -195,7 +195,7 @@ def test_grid_expands_to_the_cartesian_product_and_groups_structural_choices():
     settings = expand_grid(grid)
     reference = [dict(zip(grid, combo)) for combo in __import__("itertools").product(*grid.values())]
     assert settings == reference
-    traced, structural = split_keys(grid)
+    traced, structural = split_keys(grid, _config().model)  # layer 3: dropout (rate: float), 0: dense (out_dim: int)
     assert traced == {"optimizer.learning_rate": ("optimizer", "learning_rate"), "model.layers.3.rate": ("model", "layers.3.rate")}
     assert structural == ["optimizer.name", "training.batch_size", "model.layers.0.out_dim"]
     groups = group_settings(settings, structural)

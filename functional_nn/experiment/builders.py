@@ -10,32 +10,55 @@ import inspect
 
 from functional_nn.experiment.schema import ConfigError, DataConfig, LossConfig, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, TrainingConfig, unknown_key_error
 from functional_nn.layers import LAYERS, serial
+from functional_nn.data.datasets import DATASETS
 from functional_nn.losses import LOSSES, is_class_indices
 from functional_nn.experiment.sections import layer_arguments, MASK_ARGUMENTS, _optimizer_alias, alias_hyperparameters
 
 # builders
 
 
-def build_data(data: DataConfig):
-    """The :class:`~functional_nn.data.DataSplits` the section describes
-    (see :func:`check_batch_size` for checking a batch size against it)."""
-    from functional_nn import data as datasets
+# a data-section key -> the loader argument it sets, where the names differ
+DATA_KEY_ARGUMENTS = {"standardize": "standardize_mode"}
+DATA_LOADER_KEYS = ("seed", "val_fraction", "test_fraction", "standardize", "n", "num_classes", "noise")
 
-    common = dict(
-        seed=data.seed,
-        val_fraction=data.val_fraction,
-        test_fraction=data.test_fraction,
-        standardize_mode=data.standardize,
-    )
-    if data.name == "digits":
-        return datasets.load_digits(**common)
-    if data.name == "spirals":
-        return datasets.spirals(max(1, data.n // data.num_classes), data.num_classes, data.noise, **common)
-    if data.name == "noisy_function":
-        return datasets.noisy_function(data.n, data.noise, **common)
-    if data.name == "npz":
-        return datasets.load_npz_file(data.path, **common)
-    return datasets.load_idx_directory(data.path, **common)
+
+def dataset_file_argument(name: str) -> str | None:
+    """The argument ``data.path`` sets: the loader's required one (a file or
+    directory, e.g. ``load_npz_file(path)``), or None for a loader without one."""
+    required = [p.name for p in DATASETS.arguments(name).values() if p.default is inspect.Parameter.empty]
+    return required[0] if required else None
+
+
+def dataset_keys(name: str) -> set:
+    """The data-section keys that apply to dataset ``name``, read from its
+    loader's signature: ``name``, ``path`` (when it takes a file), and each key
+    whose argument it takes (``n`` also sets ``n_per_class``, the section's
+    ``n`` counting every class)."""
+    arguments = DATASETS.arguments(name)
+    keys = {"name"} | ({"path"} if dataset_file_argument(name) else set())
+    keys |= {k for k in DATA_LOADER_KEYS if DATA_KEY_ARGUMENTS.get(k, k) in arguments}
+    return keys | ({"n"} if "n_per_class" in arguments else set())
+
+
+def dataset_arguments(data: DataConfig) -> dict:
+    """The keyword arguments of ``data.name``'s registered loader from the section."""
+    arguments, kwargs = DATASETS.arguments(data.name), {}
+    file_argument = dataset_file_argument(data.name)
+    if file_argument:
+        kwargs[file_argument] = data.path
+    for key in DATA_LOADER_KEYS:
+        if DATA_KEY_ARGUMENTS.get(key, key) in arguments:
+            kwargs[DATA_KEY_ARGUMENTS.get(key, key)] = getattr(data, key)
+    if "n_per_class" in arguments:
+        kwargs["n_per_class"] = max(1, data.n // data.num_classes)
+    return kwargs
+
+
+def build_data(data: DataConfig):
+    """The :class:`~functional_nn.data.DataSplits` of ``data.name``'s registered
+    loader (``functional_nn.data.DATASETS``) called with the section's values
+    (see :func:`check_batch_size` for checking a batch size against it)."""
+    return DATASETS.build(data.name, **dataset_arguments(data))
 
 
 def _check_hparam_names(section: str, hparams: dict, accepted) -> None:

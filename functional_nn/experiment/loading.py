@@ -16,7 +16,7 @@ from functional_nn.experiment.schema import keyed_error
 from functional_nn.experiment.schema import _as_mapping, _convert, _value_error
 from functional_nn.experiment.sections import parse_model, parse_optimizer
 from functional_nn.experiment.overrides import apply_overrides, set_path
-from functional_nn.experiment.builders import build_optimizer, build_schedule
+from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value
@@ -45,8 +45,13 @@ def parse_search(raw, base: dict, source: str | None, path: str = "search") -> d
 # loading
 
 
-def _check_data_files(data: DataConfig) -> None:
-    if data.name in ("npz", "idx"):
+def _check_data_section(data: DataConfig) -> None:
+    """A loader that reads a file (its signature has a required argument,
+    :func:`~functional_nn.experiment.builders.dataset_file_argument`) needs an
+    existing ``data.path``. Keys the loader does not take are not passed to it
+    (:func:`~functional_nn.experiment.builders.dataset_arguments`); they stay
+    accepted, so ``--set data.name=npz`` works on a config written for spirals."""
+    if "path" in dataset_keys(data.name):
         if data.path is None:
             raise ConfigError(f"data.path: required for data.name={data.name!r}")
         if not os.path.exists(data.path):
@@ -85,7 +90,7 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
         optimizer=parse_optimizer(raw.get("optimizer"), "optimizer"),
         training=parse_section(TrainingConfig, raw.get("training"), "training"),
     )
-    _check_data_files(config.data)
+    _check_data_section(config.data)
     _check_split_fractions(config.data)
     _check_optimizer_builds(config)
     return config

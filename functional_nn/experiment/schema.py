@@ -135,6 +135,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LayerConfig:
+    """One layer: its registered name in ``functional_nn.layers.LAYERS`` and the
+    constructor's arguments (checked against its signature and by calling it)."""
+
     type: str
     args: dict = field(default_factory=dict)
 
@@ -151,6 +154,9 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
+    """An optax schedule by its config name (``SCHEDULES``), with the arguments
+    other than the one the learning rate fills."""
+
     name: str
     args: dict = field(default_factory=dict)
 

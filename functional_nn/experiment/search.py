@@ -14,10 +14,11 @@ Keys are of two kinds:
 - *traced* numeric hyperparameters: ``optimizer.learning_rate``, ``l2``,
   ``clip``, ``clip_by_norm``, ``clip_by_global_norm`` and the optimizer's own
   numbers (``b1``, ``b2``, ``eps``, ``decay``, ``momentum``, ``weight_decay``,
-  ``rho``, ...), and ``model.layers.<i>.rate`` (dropout), ``.ema_decay`` and
-  ``.eps`` (batch norm). All settings that differ only in these are trained
+  ``rho``, ...), and every float argument of a registered layer,
+  ``model.layers.<i>.<arg>`` (dropout's ``rate``, batch norm's ``ema_decay``
+  and ``eps``, ...). All settings that differ only in these are trained
   at once by one compiled program, ``jax.vmap`` over the traced values
-  (:mod:`functional_nn.train.search_engine`).
+  (:func:`functional_nn.train.run_grid`).
 - *structural* choices (layer sizes, optimizer name, batch size, loss, data,
   ...): each combination is a separate group with its own program.
 
@@ -36,26 +37,16 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from functional_nn.experiment import (
-    Config,
-    ConfigError,
-    alias_hyperparameters,
-    build_augment,
-    build_data,
-    build_early_stopping,
-    build_loss,
-    build_model,
-    build_optimizer,
-    config_to_dict,
-    parse_config,
-)
+from functional_nn.experiment.builders import build_augment, build_data, build_early_stopping, build_loss, build_model, build_optimizer
+from functional_nn.experiment.loading import check_batch_size, config_to_dict, parse_config
+from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
+from functional_nn.experiment.sections import alias_hyperparameters, argument_type, layer_arguments
 from functional_nn.train.search_engine import GridRun, run_grid
-from functional_nn.train.search_engine import setting_train_state as engine_setting_train_state
+from functional_nn.train.search_engine import kept_train_state
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_evaluate
 
 OPTIMIZER_NUMBERS = ("learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm")
-LAYER_NUMBERS = ("rate", "ema_decay", "eps")
 
 
 
@@ -107,18 +98,23 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def traced_target(key: str, values: list) -> tuple | None:
+def traced_target(key: str, values: list, model: ModelConfig) -> tuple | None:
     """(``"optimizer"``, name) or (``"model"``, ``"layers.<i>.<arg>"``) when every
     value of ``key`` is a number and ``key`` is a numeric hyperparameter that
-    can be traced; ``None`` for a structural key."""
+    can be traced: an optimizer number, or a layer argument whose type (from
+    its registered constructor, :func:`~functional_nn.experiment.sections.argument_type`)
+    is ``float``; ``None`` for a structural key."""
     if not values or not all(_is_number(v) for v in values):
         return None
     section, _, rest = key.partition(".")
     if section == "optimizer" and "." not in rest and rest not in ("name", "decay_mask", "schedule"):
         return ("optimizer", rest)
     parts = rest.split(".")
-    if section == "model" and len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() and parts[2] in LAYER_NUMBERS:
-        return ("model", rest)
+    if section == "model" and len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit():
+        index = int(parts[1])
+        arguments = layer_arguments(model.layers[index].type) if index < len(model.layers) else {}
+        if parts[2] in arguments and argument_type(arguments[parts[2]]) is float:
+            return ("model", rest)
     return None
 
 
@@ -149,11 +145,11 @@ def validate_grid(config: Config, grid: dict | None = None) -> dict:
     return parse_config(raw).search
 
 
-def split_keys(grid: dict) -> tuple:
-    """(traced keys -> target, structural keys) of a grid."""
+def split_keys(grid: dict, model: ModelConfig) -> tuple:
+    """(traced keys -> target, structural keys) of a grid over a config with layers ``model``."""
     traced, structural = {}, []
     for key, values in grid.items():
-        target = traced_target(key, values)
+        target = traced_target(key, values, model)
         if target is None:
             structural.append(key)
         else:
@@ -293,7 +289,7 @@ def setting_train_state(result: "SearchResult", index: int) -> TrainState:
     weights with ``restore_best``, else its last trained epoch's)."""
     for group, run in zip(result.groups, result.runs):
         if index in group.indices:
-            return engine_setting_train_state(run.carry, group.indices.index(index))
+            return kept_train_state(run.carry, group.indices.index(index))
     raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
 
 
@@ -335,7 +331,7 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
     """
     grid = validate_grid(config, grid)
     settings = expand_grid(grid)
-    traced, structural = split_keys(grid)
+    traced, structural = split_keys(grid, config.model)
     rows, histories, runs = [None] * len(settings), [None] * len(settings), {}
     groups, group_runs = group_settings(settings, structural), []
     data_cache = {}
@@ -353,7 +349,7 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
     best = select_best(rows, monitor, mode)
     run, column, splits = runs[best]
     best_config = concrete_config(config, settings[best])
-    best_state = engine_setting_train_state(run.carry, column)
+    best_state = kept_train_state(run.carry, column)
     test_metrics = evaluate_on_test(best_config, best_state, splits.test)
     return SearchResult(list(grid), settings, rows, histories, best, monitor, mode, test_metrics, best_state, best_config, groups, group_runs)
 
@@ -361,8 +357,6 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
 def _cached_data(cache: dict, config: Config):
     """The group's data splits (built once per data section), checked against its batch size;
     a data or batch-size problem is a :class:`ConfigError` naming the key."""
-    from functional_nn.experiment import check_batch_size
-
     key = repr(config.data)
     if key not in cache:
         try:

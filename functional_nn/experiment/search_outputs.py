@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from functional_nn.experiment import search_report
+from functional_nn.experiment import plots, search_report
 from functional_nn.experiment.loading import dump_config
 from functional_nn.experiment.schema import Config
 from functional_nn.experiment.search import SearchResult
@@ -73,13 +73,13 @@ def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
     metric = f"best_{result.monitor}"
     varying, written = varying_keys(result), []
     if len(varying) == 2:
-        search_report.plot_heatmap(result.rows, varying[0], varying[1], metric, os.path.join(out_dir, HEATMAP_FILE), title=config.name, chosen=result.best_index)
+        plots.plot_heatmap(result.rows, varying[0], varying[1], metric, os.path.join(out_dir, HEATMAP_FILE), title=config.name, chosen=result.best_index)
         written.append(HEATMAP_FILE)
     elif len(varying) == 1:
-        search_report.plot_curve(result.rows, varying[0], metric, os.path.join(out_dir, CURVE_FILE), title=config.name, chosen=result.best_index)
+        plots.plot_curve(result.rows, varying[0], metric, os.path.join(out_dir, CURVE_FILE), title=config.name, chosen=result.best_index)
         written.append(CURVE_FILE)
     labels = [setting_label({k: s[k] for k in varying} or s) for s in result.settings]
-    search_report.plot_learning_curves(result.histories, labels, result.monitor, os.path.join(out_dir, CURVES_FILE), title=config.name)
+    plots.plot_setting_curves(result.histories, labels, result.monitor, os.path.join(out_dir, CURVES_FILE), title=config.name)
     written.append(CURVES_FILE)
     return written
 

@@ -14,9 +14,9 @@ from functional_nn.train.checkpoint import load_training_checkpoint
 from functional_nn.train.early_stopping import (
     EarlyStopping,
     EarlyStoppingState,
+    out_of_patience,
     restore_best,
     update_early_stopping,
-    out_of_patience,
     validate_early_stopping,
 )
 from functional_nn.train.progress import log_above_bar, progress_bar

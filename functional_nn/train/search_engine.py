@@ -100,7 +100,7 @@ class GridRun(NamedTuple):
     """The outcome of :func:`run_grid`. The NumPy arrays have the grid axis S;
     ``carry`` (final train states and stopping states, on the devices and with
     the sharding the program used) may hold padding settings after the first S
-    (``size``); :func:`setting_train_state` gives one setting's train state with
+    (``size``); :func:`kept_train_state` gives one setting's train state with
     the weights it kept (its ``carry.train_state`` went on training after it stopped).
 
     ``history`` maps ``train_loss``, ``val_loss``, ``val_accuracy``, ... to
@@ -451,7 +451,7 @@ def setting_tree(tree, index: int):
     return jax.tree.map(lambda a: a[index], tree)
 
 
-def setting_train_state(carry: GridCarry, index: int) -> TrainState:
+def kept_train_state(carry: GridCarry, index: int) -> TrainState:
     """Setting ``index``'s train state: the kept weights and model state (best
     epoch's with ``restore_best``, else its last epoch's), its step count and the
     shared key. The optimizer state is the one at the end of the grid run (a

@@ -15,7 +15,7 @@ from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, METRI
 from functional_nn.train import NonFiniteLossError, fit, make_evaluate, make_train_epoch
 from functional_nn.train.checkpoint import atomic_write_bytes
 from functional_nn.train.parallel import check_batch_divisible, make_data_mesh, make_parallel_evaluate, make_parallel_train_epoch
-from functional_nn.train.plotting import plot_learning_curves
+from functional_nn.experiment.plots import plot_learning_curves
 
 
 def _data_mesh(config):
