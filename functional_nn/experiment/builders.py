@@ -7,12 +7,26 @@ from __future__ import annotations
 
 import inspect
 
-
-from functional_nn.experiment.schema import ConfigError, DataConfig, LossConfig, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, TrainingConfig, unknown_key_error
-from functional_nn.layers import LAYERS, serial
 from functional_nn.data.datasets import DATASETS
-from functional_nn.losses import LOSSES, is_class_indices
-from functional_nn.experiment.sections import layer_arguments, MASK_ARGUMENTS, _optimizer_alias, alias_hyperparameters
+from functional_nn.experiment.schema import (
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    SCHEDULES,
+    TrainingConfig,
+    unknown_key_error,
+)
+from functional_nn.experiment.sections import (
+    alias_hyperparameters,
+    layer_arguments,
+    MASK_ARGUMENTS,
+    _optimizer_alias,
+)
+from functional_nn.layers import LAYERS, serial
+from functional_nn.losses import is_class_indices, LOSSES
 
 # builders
 

@@ -11,12 +11,23 @@ import re
 
 import yaml
 
-from functional_nn.experiment.schema import Config, ConfigError, DataConfig, LossConfig, SECTIONS, TrainingConfig, parse_section, unknown_key_error
-from functional_nn.experiment.schema import keyed_error
-from functional_nn.experiment.schema import _as_mapping, _convert, _value_error
-from functional_nn.experiment.sections import parse_model, parse_optimizer
-from functional_nn.experiment.overrides import apply_overrides, set_path
 from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
+from functional_nn.experiment.overrides import apply_overrides, set_path
+from functional_nn.experiment.schema import (
+    Config,
+    ConfigError,
+    DataConfig,
+    keyed_error,
+    LossConfig,
+    parse_section,
+    SECTIONS,
+    TrainingConfig,
+    unknown_key_error,
+    _as_mapping,
+    _convert,
+    _value_error,
+)
+from functional_nn.experiment.sections import parse_model, parse_optimizer
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value

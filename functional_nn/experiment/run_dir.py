@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from functional_nn.experiment.loading import ConfigError, config_to_dict, load_config
+from functional_nn.experiment.loading import config_to_dict, ConfigError, load_config
 from functional_nn.train import best_epoch
 from functional_nn.train.checkpoint import atomic_write_bytes, read_checkpoint_metadata
 

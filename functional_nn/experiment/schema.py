@@ -8,11 +8,10 @@ import dataclasses
 import difflib
 import math
 import types
-from collections.abc import Mapping
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Union
-
 
 from functional_nn._validation import check_in_range
 from functional_nn.data.datasets import DATASETS, STANDARDIZE_MODES

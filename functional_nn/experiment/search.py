@@ -37,12 +37,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from functional_nn.experiment.builders import build_augment, build_data, build_early_stopping, build_loss, build_model, build_optimizer
+from functional_nn.experiment import builders
 from functional_nn.experiment.loading import check_batch_size, config_to_dict, parse_config
 from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
 from functional_nn.experiment.sections import alias_hyperparameters, argument_type, layer_arguments
-from functional_nn.train.search_engine import GridRun, run_grid
-from functional_nn.train.search_engine import kept_train_state
+from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_evaluate
 
@@ -191,11 +190,11 @@ def split_hparams(traced: dict, settings: list) -> tuple:
 
 def make_build(config: Config, optimizer_names, model_names):
     """``build(h) -> (model, loss, optimizer)`` for one setting from scalars ``h``."""
-    loss = build_loss(config.loss)
+    loss = builders.build_loss(config.loss)
 
     def build(hparams):
-        model = build_model(config.model, {n: hparams[f"model:{n}"] for n in model_names})
-        optimizer = build_optimizer(config.optimizer, {n: hparams[f"optimizer:{n}"] for n in optimizer_names})
+        model = builders.build_model(config.model, {n: hparams[f"model:{n}"] for n in model_names})
+        optimizer = builders.build_optimizer(config.optimizer, {n: hparams[f"optimizer:{n}"] for n in optimizer_names})
         return model, loss, optimizer
 
     return build
@@ -207,7 +206,7 @@ def make_build(config: Config, optimizer_names, model_names):
 
 def selection_rule(config: Config):
     """Early-stopping settings; the monitored metric must be a validation metric."""
-    rule = build_early_stopping(config.training)
+    rule = builders.build_early_stopping(config.training)
     if not rule.monitor.startswith("val_"):
         raise ConfigError(
             f"training.early_stopping.monitor={rule.monitor!r}: grid search selects on held-out data; "
@@ -236,7 +235,7 @@ def run_group(config: Config, traced: dict, settings: list, data, *, devices=Non
             epochs=training.epochs,
             key=jax.random.key(training.seed),
             early_stopping=selection_rule(config),
-            augment=build_augment(training, data.image_shape),
+            augment=builders.build_augment(training, data.image_shape),
             devices=config.training.devices if devices is None else devices,
             eval_chunk_size=training.eval_chunk_size,
             unroll=training.unroll,
@@ -301,7 +300,7 @@ def evaluate_setting(result: "SearchResult", config: Config, index: int, split, 
     key = repr((setting_config.model, setting_config.loss, setting_config.training.eval_chunk_size))
     cache = {} if cache is None else cache
     if key not in cache:
-        model, loss = build_model(setting_config.model), build_loss(setting_config.loss)
+        model, loss = builders.build_model(setting_config.model), builders.build_loss(setting_config.loss)
         cache[key] = make_evaluate(model, loss, chunk_size=setting_config.training.eval_chunk_size)
     return cache[key](setting_train_state(result, index), split.x, split.y)
 
@@ -317,7 +316,7 @@ def evaluate_on_test(config: Config, train_state, test) -> dict:
     """The chosen setting's test metrics (``test_loss``, ``test_accuracy``)."""
     if len(test.x) == 0:
         return {}
-    evaluate = make_evaluate(build_model(config.model), build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
+    evaluate = make_evaluate(builders.build_model(config.model), builders.build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
     return {f"test_{k}": v for k, v in evaluate(train_state, test.x, test.y).items()}
 
 
@@ -327,7 +326,7 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
 
     ``devices`` (``"all"``, an int, a list of devices or a ``Mesh``; default
     ``config.training.devices``) shards each group's grid axis over devices.
-    ``data`` (a ``DataSplits``) replaces ``build_data(config.data)``.
+    ``data`` (a ``DataSplits``) replaces ``builders.build_data(config.data)``.
     """
     grid = validate_grid(config, grid)
     settings = expand_grid(grid)
@@ -360,7 +359,7 @@ def _cached_data(cache: dict, config: Config):
     key = repr(config.data)
     if key not in cache:
         try:
-            cache[key] = build_data(config.data)
+            cache[key] = builders.build_data(config.data)
         except ValueError as e:
             if isinstance(e, ConfigError):
                 raise

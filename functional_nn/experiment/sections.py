@@ -8,11 +8,25 @@ import dataclasses
 import inspect
 from typing import Union
 
-
-from functional_nn.experiment.schema import ConfigError, keyed_error, LayerConfig, MASK_ARGUMENTS, ModelConfig, OptimizerConfig, SCHEDULES, ScheduleConfig, one_of, parse_section, unknown_key_error
+from functional_nn.experiment.schema import (
+    ConfigError,
+    keyed_error,
+    LayerConfig,
+    MASK_ARGUMENTS,
+    ModelConfig,
+    one_of,
+    OptimizerConfig,
+    parse_section,
+    ScheduleConfig,
+    SCHEDULES,
+    unknown_key_error,
+    _as_mapping,
+    _closest,
+    _convert,
+    _value_error,
+)
 from functional_nn.layers import LAYERS
 from functional_nn.optim import OPTIMIZERS
-from functional_nn.experiment.schema import _as_mapping, _closest, _convert, _value_error
 
 # --------------------------------------------------------------------------
 # model layers, read from ``functional_nn.layers.LAYERS``

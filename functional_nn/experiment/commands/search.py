@@ -6,7 +6,7 @@ import json
 import time
 
 from functional_nn.experiment.schema import Config
-from functional_nn.experiment.search import SearchResult, grid_search
+from functional_nn.experiment.search import grid_search, SearchResult
 from functional_nn.experiment.search_outputs import summary, write_outputs
 
 

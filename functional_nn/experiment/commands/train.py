@@ -10,12 +10,23 @@ import time
 from functional_nn.experiment import run_dir
 from functional_nn.experiment.builders import build_augment, build_early_stopping, build_experiment
 from functional_nn.experiment.loading import check_batch_size, dump_config
-from functional_nn.experiment.schema import keyed_error
-from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE
-from functional_nn.train import NonFiniteLossError, fit, make_evaluate, make_train_epoch
-from functional_nn.train.checkpoint import atomic_write_bytes
-from functional_nn.train.parallel import check_batch_divisible, make_data_mesh, make_parallel_evaluate, make_parallel_train_epoch
 from functional_nn.experiment.plots import plot_learning_curves
+from functional_nn.experiment.run_dir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PLOT_FILE,
+    SUMMARY_FILE,
+)
+from functional_nn.experiment.schema import keyed_error
+from functional_nn.train import fit, make_evaluate, make_train_epoch, NonFiniteLossError
+from functional_nn.train.checkpoint import atomic_write_bytes
+from functional_nn.train.parallel import (
+    check_batch_divisible,
+    make_data_mesh,
+    make_parallel_evaluate,
+    make_parallel_train_epoch,
+)
 
 
 def _data_mesh(config):
