@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from functional_nn.config import build_data, build_early_stopping, build_loss, build_model, build_optimizer, load_config
+from functional_nn.experiment import build_data, build_early_stopping, build_loss, build_model, build_optimizer, load_config
 from functional_nn.train import TrainState, fit, init_train_state, make_epoch, make_evaluate, make_train_epoch, make_train_step
-from functional_nn.train.grid_search import grid_search
+from functional_nn.experiment.search import grid_search
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "digits_mlp.yaml")
 LEARNING_RATES = [float(v) for v in np.geomspace(1e-4, 1e-1, 16)]

@@ -35,7 +35,7 @@ def config_path(name: str) -> str:
 
 def load(name: str, overrides=(), *, smoke_overrides=(), smoke: bool = False):
     """``configs/<name>`` with ``overrides`` (and ``smoke_overrides`` in smoke mode)."""
-    from functional_nn.config import load_config
+    from functional_nn.experiment import load_config
 
     return load_config(config_path(name), list(overrides) + (list(smoke_overrides) if smoke else []))
 
@@ -48,7 +48,7 @@ def tiny_overrides(hidden_layers, search: dict) -> list:
 
 def start_experiment(doc: str, config_name: str, smoke_overrides, argv=None):
     """The command line (described by ``doc``'s first line), the config (smoke overrides in smoke mode) and its data: (args, config, data)."""
-    from functional_nn.config import build_data
+    from functional_nn.experiment import build_data
 
     args = parse_args(doc.splitlines()[0], argv)
     config = load(config_name, smoke_overrides=smoke_overrides, smoke=args.smoke)

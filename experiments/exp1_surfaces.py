@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 from functional_nn import optim  # noqa: E402
-from functional_nn.train.search_report import markdown_table  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_surfaces.yaml"
 EARLY_STEPS = 50  # a post-hoc, descriptive column only (not used by the verdict)

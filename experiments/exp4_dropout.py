@@ -33,10 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.config import build_model, config_to_dict, parse_config  # noqa: E402
+from functional_nn.experiment import build_model, config_to_dict, parse_config  # noqa: E402
 from functional_nn.layers import fold_into_dense  # noqa: E402
-from functional_nn.train.grid_search import concrete_config, evaluate_setting, grid_search, setting_train_state  # noqa: E402
-from functional_nn.train.search_report import markdown_table, plot_heatmap  # noqa: E402
+from functional_nn.experiment.search import concrete_config, evaluate_setting, grid_search, setting_train_state  # noqa: E402
+from functional_nn.experiment.plots import plot_heatmap  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_dropout.yaml"
 NAME = "exp4_dropout"

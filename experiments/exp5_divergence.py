@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.train.grid_search import evaluate_setting, grid_search  # noqa: E402
-from functional_nn.train.search_report import markdown_table  # noqa: E402
+from functional_nn.experiment.search import evaluate_setting, grid_search  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_divergence.yaml"
 NAME = "exp5_divergence"

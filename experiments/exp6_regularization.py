@@ -35,8 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
 
-from functional_nn.train.grid_search import evaluate_setting, grid_search, setting_train_state  # noqa: E402
-from functional_nn.train.search_report import markdown_table, plot_heatmap  # noqa: E402
+from functional_nn.experiment.search import evaluate_setting, grid_search, setting_train_state  # noqa: E402
+from functional_nn.experiment.plots import plot_heatmap  # noqa: E402
+from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
 CONFIG = "exp_regularization.yaml"
 NAME = "exp6_regularization"

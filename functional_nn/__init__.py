@@ -5,7 +5,11 @@ Subpackages:
   layers  -- layers as ``(init, apply)`` pairs over parameter pytrees
   losses  -- divergences and metrics
   data    -- datasets, batching, augmentation
-  train   -- train state, compiled epochs, fit, checkpoints, grid search
+  train   -- train state, compiled epochs, fit, checkpoints, the vmapped grid
+  experiment -- YAML configs, builders, config-driven search, run directories, CLI commands
+
+Floors (each imports only those below it): registry, optim, layers, losses,
+data -> train -> experiment -> __main__ (see CONTRIBUTING.md).
 """
 
 __version__ = "0.1.0"

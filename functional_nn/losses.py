@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_nn._validation import check_nonnegative, is_concrete
+from functional_nn.optim.wrappers import mask_by_name
 from functional_nn.registry import Registry
 
 #: Divergences usable as a training loss, by name.
@@ -210,14 +211,33 @@ def accuracy(logits, labels):
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
+def is_class_indices(logits, labels) -> bool:
+    """Whether ``labels`` are class indices for ``logits`` (shape
+    ``logits.shape[:-1]``), the format rule of :func:`softmax_cross_entropy`."""
+    return tuple(jnp.shape(labels)) == tuple(jnp.shape(logits))[:-1]
+
+
+def has_class_labels(logits, labels) -> bool:
+    """Whether :func:`accuracy` applies: class indices, or one-hot / probability
+    targets (shape ``logits.shape``) over K > 1 classes. Targets of a single
+    output (regression, K = 1) are not class labels. Decided by shape alone, so
+    the train step, evaluation and the config agree."""
+    logits_shape = tuple(jnp.shape(logits))
+    if is_class_indices(logits, labels):
+        return True
+    return tuple(jnp.shape(labels)) == logits_shape and logits_shape[-1] > 1
+
+
 def weights_mask(params):
-    """True for weight matrices (dict entries named ``"w"``), False for biases and batch norm's γ, β."""
+    """True for weight matrices (dict entries named ``"w"``), False for biases and batch norm's γ, β.
 
-    def is_weight(path, _):
-        last = path[-1] if path else None
-        return isinstance(last, jax.tree_util.DictKey) and last.key == "w"
+    :func:`functional_nn.optim.mask_by_name` on the leaf's last name: that is
+    the one place parameter paths are walked for masks.
+    """
+    return _WEIGHTS_BY_NAME(params)
 
-    return jax.tree_util.tree_map_with_path(is_weight, params)
+
+_WEIGHTS_BY_NAME = mask_by_name(lambda path: bool(path) and path[-1] == "w")
 
 
 def l2_penalty(params, lam, mask=None):

@@ -12,8 +12,9 @@ import zipfile
 
 import pytest
 
-from functional_nn.__main__ import _experiment, main
-from functional_nn.config import build_data, build_loss, build_model, load_config
+from functional_nn.__main__ import main
+from functional_nn.experiment.builders import build_experiment
+from functional_nn.experiment import build_data, build_loss, build_model, load_config
 from functional_nn.train import load_training_checkpoint, make_evaluate, restore_best
 from functional_nn.train.checkpoint import load_pytrees
 
@@ -59,7 +60,7 @@ def test_train_writes_every_file(straight_run, capsys):
     # the summary's test accuracy is that of the checkpoint's best parameters
     config = load_config(TINY)
     data, model, loss = build_data(config.data), build_model(config.model), build_loss(config.loss)
-    _, _, _, _, template = _experiment(config)
+    _, _, _, _, template = build_experiment(config)
     loaded = load_training_checkpoint(os.path.join(out, "checkpoint.npz"), template)
     metrics = make_evaluate(model, loss)(
         restore_best(loaded.early_stopping, loaded.train_state), data.test.x, data.test.y

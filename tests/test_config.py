@@ -13,8 +13,8 @@ import optax
 import pytest
 import yaml
 
-from functional_nn import config as cfg
-from functional_nn.config import ConfigError
+from functional_nn import experiment as cfg
+from functional_nn.experiment import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

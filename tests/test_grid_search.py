@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_nn.config import (
+from functional_nn.experiment import (
     ConfigError,
     build_early_stopping,
     build_loss,
@@ -26,7 +26,7 @@ from functional_nn.config import (
 from functional_nn.data import DataSplits, Split
 from functional_nn.train import EarlyStopping, EarlyStoppingState, fit, init_train_state, make_evaluate, make_train_epoch
 from functional_nn.train.early_stopping import update_early_stopping
-from functional_nn.train.grid_search import evaluate_setting, expand_grid, grid_search, group_settings, split_keys, validate_grid
+from functional_nn.experiment.search import evaluate_setting, expand_grid, grid_search, group_settings, split_keys, validate_grid
 from functional_nn.train.search_engine import GridStopping, update_stopping
 
 LEARNING_RATES = [1e-4, 3e-4, 6e-4, 1e-3]  # <= 1e-3: see issue 5 (Adam and biases before batch norm)
@@ -60,7 +60,7 @@ def _fit_one(config, data, model, initial_state, evaluate):
 @pytest.fixture(scope="module")
 def vmapped_and_separate():
     config = _config()
-    from functional_nn.config import build_data
+    from functional_nn.experiment import build_data
 
     data = build_data(config.data)
     result = grid_search(config, data=data)
@@ -76,7 +76,7 @@ def vmapped_and_separate():
 
 
 def test_vmapped_grid_of_learning_rates_equals_separate_fit_runs(vmapped_and_separate):
-    result, separate, _ = vmapped_and_separate
+    result, separate, data = vmapped_and_separate
     assert len(result.groups) == 1  # all four learning rates in one compiled program
     stopped = [len(history) < 6 for _, history, _ in separate]
     assert any(stopped) and not all(stopped), "the test should cover both stopped and full-length settings"
@@ -87,8 +87,14 @@ def test_vmapped_grid_of_learning_rates_equals_separate_fit_runs(vmapped_and_sep
         assert result.rows[index]["best_epoch"] == max(r["epoch"] for r in history if r["is_best"])
         # float32 tolerance, loosened by Adam: it amplifies rounding noise in the gradient of the
         # dense bias before batch norm (zero in exact arithmetic; issue 5), which grows over the epochs
-        for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        for metric in ("train_loss", "val_loss"):
             np.testing.assert_allclose([r[metric] for r in got], [r[metric] for r in history], rtol=2e-4, atol=2e-5, err_msg=metric)
+        # Accuracy is a count: with the losses equal to float32 noise, an example whose two
+        # largest logits nearly tie may flip its argmax between the two programs (different
+        # fusion order). Allow at most one flipped example per epoch, no more.
+        one_example = {"train_accuracy": 1.0 / (len(data.train.x) // 32 * 32), "val_accuracy": 1.0 / len(data.val.x)}
+        for metric, atol in one_example.items():
+            np.testing.assert_allclose([r[metric] for r in got], [r[metric] for r in history], rtol=0, atol=atol * 1.0001, err_msg=metric)
 
 
 def test_selected_setting_has_the_fit_runs_best_weights_and_test_metrics(vmapped_and_separate):
@@ -120,7 +126,7 @@ def test_selection_uses_validation_never_test_data():
     config = _config(optimizer={"name": "sgd"}, training={"epochs": 3, "batch_size": 32},
                      model={"layers": [{"dense": 16}, "relu", {"dense": 3}]},
                      search={"optimizer.learning_rate": [0.0, 0.5, 1.0e9]})
-    from functional_nn.config import build_data
+    from functional_nn.experiment import build_data
 
     data = build_data(config.data)
     # The test labels are shifted by one class: the network that learned the most
@@ -147,7 +153,7 @@ def test_vectorized_early_stopping_matches_fits_rule(mode, min_delta, patience):
                        [0.5, 0.6, 0.7, 0.5, 0.38, 0.9, 0.95, 1.0]], np.float32)
     rule = EarlyStopping(patience=patience, min_delta=min_delta, mode=mode, monitor="val_loss")
     params = {"w": jnp.zeros(())}
-    step = jax.jit(jax.vmap(lambda s, v, e, p: update_stopping(rule, mode, s, v, jnp.bool_(False), e, p), in_axes=(0, 0, None, 0)))
+    step = jax.jit(jax.vmap(lambda s, v, e, p: update_stopping(rule, s, v, jnp.bool_(False), e, p), in_axes=(0, 0, None, 0)))
     stopping = jax.vmap(lambda _: GridStopping(jnp.float32(jnp.nan), jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False), jnp.int32(0), params, ()))(jnp.arange(3))
     stopped_at = np.zeros(3, int)
     for epoch, column in enumerate(values.T, start=1):
@@ -189,7 +195,7 @@ def test_grid_expands_to_the_cartesian_product_and_groups_structural_choices():
     settings = expand_grid(grid)
     reference = [dict(zip(grid, combo)) for combo in __import__("itertools").product(*grid.values())]
     assert settings == reference
-    traced, structural = split_keys(grid)
+    traced, structural = split_keys(grid, _config().model)  # layer 3: dropout (rate: float), 0: dense (out_dim: int)
     assert traced == {"optimizer.learning_rate": ("optimizer", "learning_rate"), "model.layers.3.rate": ("model", "layers.3.rate")}
     assert structural == ["optimizer.name", "training.batch_size", "model.layers.0.out_dim"]
     groups = group_settings(settings, structural)

@@ -6,19 +6,19 @@ reach the same result as one process on one device.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from functional_nn.__main__ import main
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = str(REPO_ROOT / "tests" / "data" / "tiny_digits.yaml")
+from tests.conftest import REPO_ROOT, TINY_DIGITS, read_run
+
+pytestmark = pytest.mark.slow
+TINY = str(TINY_DIGITS)
 SETTINGS = ["--no-progress", "--set", "training.epochs=2", "--set", "optimizer.name=sgd", "--set", "optimizer.learning_rate=0.1"]
 
 
@@ -26,13 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def read_run(directory):
-    with open(os.path.join(directory, "metrics.jsonl")) as f:
-        history = [json.loads(line) for line in f]
-    with open(os.path.join(directory, "summary.json")) as f:
-        return history, json.load(f)
 
 
 def test_two_processes_of_two_devices_equal_one_device(tmp_path, capsys):

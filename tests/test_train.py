@@ -285,3 +285,36 @@ def test_same_seed_same_history():
 
     assert run(0) == run(0)
     assert run(0) != run(1)
+
+
+# --------------------------------------------------------------------------
+# the label rule: one home (losses), by shape
+
+
+def test_one_hot_targets_report_the_same_accuracy_as_class_indices():
+    """The step and evaluation call ``losses.accuracy``: one-hot targets report
+    accuracy too, equal to the NumPy argmax reference and to integer labels'."""
+    x, y = _toy_classification(12)
+    one_hot = np.eye(3, dtype=np.float32)[y]
+    model = layers.serial(layers.dense(4), layers.relu, layers.dense(3))
+    state = init_train_state(model, optim.sgd(0.1), jax.random.key(0), x.shape)
+    outputs, _ = model.apply(state.params, state.model_state, x, train=False)
+    reference = float(np.mean(np.argmax(np.asarray(outputs), axis=-1) == y))
+    evaluate = make_evaluate(model, losses.softmax_cross_entropy, chunk_size=5)
+    by_index, by_one_hot = evaluate(state, x, y), evaluate(state, x, one_hot)
+    assert by_index["accuracy"] == pytest.approx(reference) and by_one_hot["accuracy"] == pytest.approx(reference)
+    assert by_index["loss"] == pytest.approx(by_one_hot["loss"], rel=1e-6)
+    step = jax.jit(make_train_step(model, losses.softmax_cross_entropy, optim.sgd(0.0)))
+    _, metrics_index = step(state, (x, y))
+    _, metrics_one_hot = step(state, (x, one_hot))
+    assert float(metrics_one_hot["accuracy"]) == float(metrics_index["accuracy"])
+
+
+def test_regression_targets_report_no_accuracy():
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(8, 2)
+    d = x[:, :1] * 2.0
+    model = layers.dense(1)
+    state = init_train_state(model, optim.sgd(0.1), jax.random.key(0), x.shape)
+    _, metrics = jax.jit(make_train_step(model, losses.l2_divergence, optim.sgd(0.1)))(state, (x, d))
+    assert set(metrics) == {"loss"}
+    assert set(make_evaluate(model, losses.l2_divergence)(state, x, d)) == {"loss"}

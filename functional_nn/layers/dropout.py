@@ -67,7 +67,7 @@ def _is_zero(rate) -> bool:
 
 
 @LAYERS.register
-def dropout(rate, *, mode: str = "inverted") -> Layer:
+def dropout(rate: float, *, mode: str = "inverted") -> Layer:
     """Dropout layer; ``rate`` = 1 − α is the drop probability, in [0, 1).
 
     ``rate`` may be a traced scalar (grid search). Training needs a PRNG key

@@ -58,15 +58,27 @@ def resolved_mode(settings: EarlyStopping) -> str:
     return "max" if settings.monitor.endswith("accuracy") else "min"
 
 
-def improves(settings: EarlyStopping, best_value: float, value: float) -> bool:
-    """v improves on v* by more than δ (any finite v improves on no best yet)."""
-    if not math.isfinite(value):
-        return False
-    if math.isnan(best_value):
-        return True
+def improves(settings: EarlyStopping, best_value, value):
+    """v improves on v* by more than δ: finite(v) ∧ (v* undefined ∨ v < v* − δ)
+    (mode min; v > v* + δ for max); v* is NaN before the first finite value.
+
+    The one rule of ``fit`` and the grid search: written with comparisons and
+    ``&``/``|`` alone, it takes Python floats (``fit``, on the host, in float64)
+    and traced JAX scalars (the grid, inside its compiled epoch) alike, and
+    returns a ``bool`` or a boolean array.
+    """
+    finite = (value - value) == 0  # False for NaN and ±inf
+    undefined = best_value != best_value
     if resolved_mode(settings) == "min":
-        return value < best_value - settings.min_delta
-    return value > best_value + settings.min_delta
+        better = value < best_value - settings.min_delta
+    else:
+        better = value > best_value + settings.min_delta
+    return finite & (undefined | better)
+
+
+def out_of_patience(settings: EarlyStopping, wait):
+    """Whether ``wait`` epochs without improvement exhaust the patience (never when it is None)."""
+    return False if settings.patience is None else wait >= settings.patience
 
 
 def host_copy(tree):
@@ -87,8 +99,7 @@ def update_early_stopping(settings: EarlyStopping, state: EarlyStoppingState, va
         )
         return state, False, True
     state = state._replace(wait=state.wait + 1)
-    stop = settings.patience is not None and state.wait >= settings.patience
-    return state, stop, False
+    return state, out_of_patience(settings, state.wait), False
 
 
 def restore_best(state: EarlyStoppingState, train_state):

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
 
-from functional_nn.train.checkpoint import (
-    TrainingCheckpoint,
-    atomic_write_bytes,
-    load_training_checkpoint,
-    save_training_checkpoint,
-)
+from functional_nn.train.callbacks import CheckpointWriter, EpochEnd, MetricsLog
+from functional_nn.train.checkpoint import load_training_checkpoint
 from functional_nn.train.early_stopping import (
     EarlyStopping,
     EarlyStoppingState,
+    out_of_patience,
     restore_best,
     update_early_stopping,
     validate_early_stopping,
 )
+from functional_nn.train.progress import log_above_bar, progress_bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,27 +39,6 @@ class NonFiniteLossError(RuntimeError):
         )
 
 
-def _default_log(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
-def _progress_bar(enabled: bool | None, epochs: int, start_epoch: int):
-    from tqdm import tqdm
-
-    enabled = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(
-        total=epochs,
-        initial=start_epoch,
-        desc="epochs",
-        unit="epoch",
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-
-
 def _epoch_record(epoch: int, train_metrics: dict, val_metrics: dict | None, seconds: float) -> dict:
     record = {"epoch": epoch}
     record.update({f"train_{k}": float(v) for k, v in train_metrics.items() if k != "first_nonfinite_step"})
@@ -77,16 +52,6 @@ def _postfix(record: dict) -> dict:
     return {label: f"{record[key]:.4g}" for key, label in short.items() if key in record}
 
 
-def write_metrics_lines(path: str, history: list) -> None:
-    """The whole history as JSON lines (one epoch per line), written atomically."""
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
-
-
-def _append_metrics_line(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def _resume(checkpoint_path, train_state, history, stopping_state, log):
     if checkpoint_path is None or not os.path.exists(checkpoint_path):
         log(f"resume: no checkpoint at {checkpoint_path}; starting from scratch")
@@ -97,7 +62,7 @@ def _resume(checkpoint_path, train_state, history, stopping_state, log):
 
 
 def _already_stopped(settings: EarlyStopping, state: EarlyStoppingState) -> bool:
-    return settings.patience is not None and state.wait >= settings.patience
+    return out_of_patience(settings, state.wait)
 
 
 def fit(
@@ -117,6 +82,7 @@ def fit(
     log: Callable[[str], None] | None = None,
     mesh=None,
     config: dict | None = None,
+    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
 ):
     """Train for up to ``epochs`` epochs; returns ``(train_state, history)``.
 
@@ -147,11 +113,17 @@ def fit(
 
     ``config`` (plain JSON data, e.g. ``config_to_dict(config)``) is stored in
     every checkpoint, so a later resume can check it continues the same run.
+
+    The loop itself only trains, evaluates and applies the early-stopping rule;
+    the metrics log (:class:`~functional_nn.train.callbacks.MetricsLog`), the
+    checkpoint policy (:class:`~functional_nn.train.callbacks.CheckpointWriter`)
+    and ``callbacks`` (each called with an
+    :class:`~functional_nn.train.callbacks.EpochEnd` after every epoch) do the rest.
     """
     settings = _monitored(validate_early_stopping(early_stopping or EarlyStopping()), val)
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
-    log = log or _default_log
+    log = log or log_above_bar
     history, stopping_state, start_epoch = [], EarlyStoppingState(), 0
     if resume:
         train_state, start_epoch, history, stopping_state = _resume(
@@ -160,41 +132,32 @@ def fit(
         if _already_stopped(settings, stopping_state):
             log(f"resume: training had stopped early at epoch {start_epoch}; nothing to do")
             epochs = start_epoch
-    if metrics_path is not None:
-        write_metrics_lines(metrics_path, history)
-
+    checkpoints = CheckpointWriter(checkpoint_path, checkpoint_every, config, resumed=resume)
+    metrics_log = [MetricsLog(metrics_path, history)] if metrics_path is not None else []
+    handlers = [*metrics_log, checkpoints, *callbacks]
     x, y, train_state, mesh = _placed(train, train_state, mesh)
     steps_done = int(train_state.step)
-    # the last good checkpoint of *this* run: the one resumed from, then each one written
-    good_checkpoint = _existing(checkpoint_path) if resume else None
-    bar = _progress_bar(progress, epochs, start_epoch)
-    try:
+    with progress_bar(progress, epochs, initial=start_epoch) as bar:
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
             train_state, metrics = epoch_fn(train_state, x, y)
             metrics = jax.device_get(metrics)
-            _check_finite(metrics, epoch, steps_done, good_checkpoint, history)
+            _check_finite(metrics, epoch, steps_done, checkpoints.good, history)
             steps_done = int(train_state.step)
             val_metrics = evaluate_fn(train_state, val.x, val.y) if (val is not None and evaluate_fn) else None
             record = _epoch_record(epoch, metrics, val_metrics, time.perf_counter() - started)
-            stopping_state, stop, record["is_best"] = update_early_stopping(
+            stopping_state, early_stop, record["is_best"] = update_early_stopping(
                 settings, stopping_state, _monitored_value(settings, record), epoch, train_state
             )
             history.append(record)
-            if metrics_path is not None:
-                _append_metrics_line(metrics_path, record)
-            if checkpoint_path is not None and (stop or epoch == epochs or epoch % checkpoint_every == 0):
-                save_training_checkpoint(
-                    checkpoint_path, TrainingCheckpoint(train_state, epoch, history, stopping_state, config)
-                )
-                good_checkpoint = checkpoint_path
+            event = EpochEnd(epoch, record, train_state, history, stopping_state, early_stop or epoch == epochs, early_stop)
+            for handler in handlers:
+                handler(event)
             bar.set_postfix(_postfix(record), refresh=False)
             bar.update(1)
-            if stop:
+            if early_stop:
                 log(_early_stop_message(settings, stopping_state, epoch))
                 break
-    finally:
-        bar.close()
     if settings.restore_best:
         train_state = restore_best(stopping_state, train_state)
         if mesh is not None:
@@ -243,10 +206,6 @@ def _early_stop_message(settings: EarlyStopping, state: EarlyStoppingState, epoc
         f"early stopping at epoch {epoch}: {settings.monitor} did not improve for {settings.patience} epochs; "
         f"best epoch {state.best_epoch} ({settings.monitor}={state.best_value:.6g})"
     )
-
-
-def _existing(path):
-    return path if path is not None and os.path.exists(path) else None
 
 
 def best_epoch(history: list) -> int:

@@ -47,7 +47,7 @@ from jax.sharding import PartitionSpec as P
 
 from functional_nn.train.epoch import make_epoch
 from functional_nn.train.state import TrainState
-from functional_nn.train.step import chunk_rows, evaluate_host_chunks, make_eval_step, make_train_step
+from functional_nn.train.step import chunk_rows, evaluate_host_chunks, make_eval_sums, make_train_step
 
 DATA_AXIS = "data"
 
@@ -71,21 +71,25 @@ __all__ = [
 
 
 def resolve_devices(devices: Any = "all") -> list:
-    """The devices ``training.devices`` names: ``"all"`` (every device of every
-    process), an integer n (the first n), or an explicit sequence of devices."""
+    """The devices ``devices`` names: ``"all"`` (every device of every process),
+    an integer n (the first n), an explicit sequence of devices, or a ``Mesh``
+    (its devices). The one home of this rule: the data-parallel mesh and the
+    grid search's grid axis both resolve their ``devices`` here."""
+    if isinstance(devices, Mesh):
+        return list(devices.devices.flat)
     available = jax.devices()
     if isinstance(devices, str) and devices == "all":
         return list(available)
     if isinstance(devices, int) and not isinstance(devices, bool):
         if not 1 <= devices <= len(available):
             raise ValueError(
-                f"training.devices={devices!r}: must be 'all' or an integer in [1, {len(available)}] "
+                f"devices={devices!r}: must be 'all' or an integer in [1, {len(available)}] "
                 f"(the number of available {available[0].platform} devices)"
             )
         return list(available[:devices])
     if isinstance(devices, (list, tuple)) and devices and all(isinstance(d, jax.Device) for d in devices):
         return list(devices)
-    raise ValueError(f"training.devices={devices!r}: must be 'all', an integer >= 1, a list of devices or a Mesh")
+    raise ValueError(f"devices={devices!r}: must be 'all', an integer >= 1, a list of devices or a Mesh")
 
 
 def _check_every_process_takes_part(devices: list, setting) -> list:
@@ -93,7 +97,7 @@ def _check_every_process_takes_part(devices: list, setting) -> list:
     processes = {d.process_index for d in devices}
     if len(processes) != jax.process_count():
         raise ValueError(
-            f"training.devices={setting!r}: the mesh has devices of {len(processes)} of the {jax.process_count()} "
+            f"devices={setting!r}: the mesh has devices of {len(processes)} of the {jax.process_count()} "
             "processes; every process must take part (use 'all')"
         )
     return devices
@@ -135,11 +139,11 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
     """Each device must hold the same number B/n of examples of the global batch."""
     n = data_axis_size(mesh)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"training.batch_size={batch_size!r} must be an integer >= 1")
+        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
     if batch_size % n:
         nearest = max(n, round(batch_size / n) * n)
         raise ValueError(
-            f"training.batch_size={batch_size} is not divisible by the device count {n}: the global batch is "
+            f"batch_size={batch_size} is not divisible by the device count {n}: the global batch is "
             f"split evenly over the {n} devices of the 'data' axis; use a multiple of {n} (e.g. {nearest})"
         )
 
@@ -213,7 +217,7 @@ def make_parallel_train_epoch(
     axis). Pass the same devices/mesh to ``fit(..., mesh=...)`` so that the
     data and the train state are placed on the mesh once.
 
-    Raises ``ValueError`` naming ``training.batch_size`` when the global batch
+    Raises ``ValueError`` naming ``batch_size`` when the global batch
     does not divide evenly over the devices.
     """
     mesh = make_data_mesh(devices)
@@ -237,7 +241,7 @@ def make_parallel_evaluate(model, loss: Callable, devices: Any = "all", *, chunk
     size = math.ceil(chunk_size / n) * n
     replicated, split = replicated_sharding(mesh), batch_sharding(mesh)
     eval_sums = jax.jit(
-        make_eval_step(model, loss),
+        make_eval_sums(model, loss),
         in_shardings=(replicated, replicated, split, split, split),
         out_shardings=replicated,
     )

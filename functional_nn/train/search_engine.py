@@ -41,17 +41,18 @@ results are dropped.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn.train.early_stopping import EarlyStopping, resolved_mode, validate_early_stopping
+from functional_nn.train.early_stopping import EarlyStopping, improves, out_of_patience, resolved_mode, validate_early_stopping
 from functional_nn.train.epoch import make_epoch
+from functional_nn.train.progress import progress_bar
+from functional_nn.train.parallel import place_replicated, replicated_sharding, resolve_devices
 from functional_nn.train.state import TrainState
-from functional_nn.train.step import chunk_rows, evaluate_device_chunks, make_eval_step, make_train_step
+from functional_nn.train.step import chunk_rows, evaluate_device_chunks, make_eval_sums, make_train_step
 
 GRID_AXIS = "grid"
 
@@ -99,7 +100,7 @@ class GridRun(NamedTuple):
     """The outcome of :func:`run_grid`. The NumPy arrays have the grid axis S;
     ``carry`` (final train states and stopping states, on the devices and with
     the sharding the program used) may hold padding settings after the first S
-    (``size``); :func:`setting_train_state` gives one setting's train state with
+    (``size``); :func:`kept_train_state` gives one setting's train state with
     the weights it kept (its ``carry.train_state`` went on training after it stopped).
 
     ``history`` maps ``train_loss``, ``val_loss``, ``val_accuracy``, ... to
@@ -149,25 +150,18 @@ def validation_chunks(x, y, chunk_size: int = 1024) -> ValidationChunks:
     return ValidationChunks(*chunk_rows(x, y, min(chunk_size, _next_power_of_two(len(x)))))
 
 
-def improves_on(rule: EarlyStopping, mode: str, best: jax.Array, value: jax.Array) -> jax.Array:
-    """v improves on v* by more than δ; any finite v improves on no best (NaN)."""
-    better = value < best - rule.min_delta if mode == "min" else value > best + rule.min_delta
-    return jnp.isfinite(value) & (jnp.isnan(best) | better)
-
-
-def update_stopping(rule: EarlyStopping, mode: str, stopping: GridStopping, value, diverged, epoch, train_state) -> tuple:
+def update_stopping(rule: EarlyStopping, stopping: GridStopping, value, diverged, epoch, train_state) -> tuple:
     """One setting's stopping state after epoch ``epoch`` (see the module docstring);
     returns (new stopping state, improved?)."""
     active = ~stopping.stopped
-    improved = active & ~diverged & improves_on(rule, mode, stopping.best_value, value)
+    improved = active & ~diverged & improves(rule, stopping.best_value, value)
     wait = jnp.where(improved, 0, stopping.wait + active.astype(jnp.int32))
-    out_of_patience = wait >= rule.patience if rule.patience is not None else jnp.zeros((), bool)
     keep = improved if rule.restore_best else active & ~diverged
     new = GridStopping(
         best_value=jnp.where(improved, value.astype(jnp.float32), stopping.best_value),
         best_epoch=jnp.where(improved, epoch, stopping.best_epoch),
         wait=wait,
-        stopped=stopping.stopped | (active & (diverged | out_of_patience)),
+        stopped=stopping.stopped | (active & (diverged | out_of_patience(rule, wait))),
         diverged=stopping.diverged | (active & diverged),
         kept_epoch=jnp.where(keep, epoch, stopping.kept_epoch),
         kept_params=tree_where(keep, train_state.params, stopping.kept_params),
@@ -184,21 +178,20 @@ def make_setting_epoch(build: Build, batch_size: int, rule: EarlyStopping, *, au
     """``setting_epoch(hparams, carry, epoch, x, d, val) -> (carry, metrics)`` for ONE
     setting: train one epoch, evaluate on validation data, update early stopping
     and the kept weights; the step count of a stopped setting stays put."""
-    mode = resolved_mode(rule)
     monitor = rule.monitor
 
     def setting_epoch(hparams, carry: GridCarry, epoch, x, targets, val: ValidationChunks):
         model, loss, optimizer = build(hparams)
         run_epoch = make_epoch(make_train_step(model, loss, optimizer, augment=augment), batch_size, unroll=unroll)
         trained, train_metrics = run_epoch(carry.train_state, x, targets)
-        eval_sums = make_eval_step(model, loss)
+        eval_sums = make_eval_sums(model, loss)
         val_metrics = evaluate_device_chunks(lambda *chunk: eval_sums(trained.params, trained.model_state, *chunk), val)
         metrics = {f"train_{k}": v for k, v in train_metrics.items() if k != "first_nonfinite_step"}
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         if monitor not in metrics:
             raise ValueError(f"early_stopping.monitor={monitor!r} is not a metric; available: {sorted(metrics)}")
         diverged = train_metrics["first_nonfinite_step"] >= 0
-        stopping, improved = update_stopping(rule, mode, carry.stopping, metrics[monitor], diverged, epoch, trained)
+        stopping, improved = update_stopping(rule, carry.stopping, metrics[monitor], diverged, epoch, trained)
         # A stopped setting keeps training (cheaper to compile than freezing every array); only
         # its kept weights and stopping state are reported. Its step count stays at fit's.
         train_state = trained._replace(step=jnp.where(carry.stopping.stopped | diverged, carry.train_state.step, trained.step))
@@ -254,24 +247,13 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
 # devices and the grid axis
 
 
-def resolve_devices(devices) -> list | None:
-    """``None``/1: no sharding; ``"all"``: every device; an int n: the first n;
-    a list of devices or a ``Mesh``: those devices."""
-    if devices is None:
+def grid_devices(devices) -> list | None:
+    """The devices the grid axis is sharded over: ``None`` (or 1) for none, else
+    :func:`~functional_nn.train.parallel.resolve_devices` of ``devices``
+    (``None`` again when that is a single device)."""
+    if devices is None or (isinstance(devices, int) and not isinstance(devices, bool) and devices == 1):
         return None
-    if isinstance(devices, jax.sharding.Mesh):
-        return list(devices.devices.flat)
-    available = jax.devices()
-    if devices == "all":
-        chosen = available
-    elif isinstance(devices, int) and not isinstance(devices, bool):
-        if not 1 <= devices <= len(available):
-            raise ValueError(f"devices={devices!r}: must be in [1, {len(available)}] (the number of available devices)")
-        chosen = available[:devices]
-    elif isinstance(devices, (list, tuple)):
-        chosen = list(devices)
-    else:
-        raise ValueError(f"devices={devices!r}: must be 'all', an integer >= 1, a list of devices or a Mesh")
+    chosen = resolve_devices(devices)
     return chosen if len(chosen) > 1 else None
 
 
@@ -345,14 +327,15 @@ def compile_grid_program(build: Build, batch_size: int, rule: EarlyStopping, *, 
 def grid_shardings(mesh) -> tuple:
     """(split along the grid axis, replicated) shardings over ``mesh``."""
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(GRID_AXIS))
-    return split, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return split, replicated_sharding(mesh)
 
 
-def place_replicated(program: GridProgram, tree):
-    """Data (or any pytree) as the program wants it: replicated over the mesh, or on the default device."""
+def place_data(program: GridProgram, tree):
+    """Data (or any pytree) as the program wants it: replicated over the mesh
+    (:func:`~functional_nn.train.parallel.place_replicated`), or on the default device."""
     if program.mesh is None:
         return jax.device_put(tree)
-    return jax.device_put(tree, jax.sharding.NamedSharding(program.mesh, jax.sharding.PartitionSpec()))
+    return place_replicated(tree, program.mesh)
 
 
 def place_split(program: GridProgram, tree):
@@ -372,13 +355,6 @@ def place_carry(program: GridProgram, carry: GridCarry) -> GridCarry:
 
 # --------------------------------------------------------------------------
 # the driver
-
-
-def _progress_bar(enabled: bool | None, epochs: int):
-    from tqdm import tqdm
-
-    enabled = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(total=epochs, desc="grid epochs", unit="epoch", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def _stack_history(records: list, size: int) -> dict:
@@ -443,20 +419,20 @@ def run_grid(
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
     hparams = {name: np.asarray(v, np.float32) for name, v in hparams.items()}
     size = check_hparams(hparams)
-    chosen = resolve_devices(devices)
+    chosen = grid_devices(devices)
     hparams = pad_grid(hparams, padded_size(size, chosen))
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]
     program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen)
     carry = place_carry(program, init_grid_carry(build, hparams, key, input_shape))
     hparams = place_split(program, hparams)
-    x, targets, chunks = place_replicated(program, (x, targets, validation_chunks(val.x, val.y, eval_chunk_size)))
+    x, targets, chunks = place_data(program, (x, targets, validation_chunks(val.x, val.y, eval_chunk_size)))
     return _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress)
 
 
 def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress) -> GridRun:
     records = []
-    bar = _progress_bar(progress, epochs)
+    bar = progress_bar(progress, epochs, desc="grid epochs")
     try:
         for epoch in range(1, epochs + 1):
             carry, metrics = program.epoch(hparams, carry, np.int32(epoch), x, targets, chunks)
@@ -475,7 +451,7 @@ def setting_tree(tree, index: int):
     return jax.tree.map(lambda a: a[index], tree)
 
 
-def setting_train_state(carry: GridCarry, index: int) -> TrainState:
+def kept_train_state(carry: GridCarry, index: int) -> TrainState:
     """Setting ``index``'s train state: the kept weights and model state (best
     epoch's with ``restore_best``, else its last epoch's), its step count and the
     shared key. The optimizer state is the one at the end of the grid run (a

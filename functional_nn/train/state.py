@@ -33,29 +33,15 @@ def _initialise(model, optimizer, input_shape, key) -> TrainState:
     )
 
 
-_compiled_initialise = jax.jit(_initialise, static_argnums=(0, 1, 2))
-
-
 def init_train_state(model, optimizer, key: jax.Array, input_shape) -> TrainState:
     """Initialise the network for inputs of ``input_shape`` (batch axis included)
     and the optimizer; ``key`` is split into the initialisation key and the
     state's own key.
 
-    Runs as one compiled function (one compilation, reused for the same model,
-    optimizer and shape, instead of one per initializer op); works under
-    ``jax.vmap`` / ``jax.jit`` too, e.g. with an optimizer built from traced
-    hyperparameters.
+    Runs as one compiled function (one compilation per call instead of one per
+    initializer op; nothing is cached at module level, so no model or
+    optimizer is kept alive after the call); works under ``jax.vmap`` /
+    ``jax.jit`` too, e.g. with an optimizer built from traced hyperparameters.
     """
     shape = tuple(input_shape)
-    if isinstance(key, jax.core.Tracer) or not _hashable((model, optimizer)):
-        # inside vmap/jit (the model or optimizer may close over tracers): no caching
-        return jax.jit(lambda k: _initialise(model, optimizer, shape, k))(key)
-    return _compiled_initialise(model, optimizer, shape, key)
-
-
-def _hashable(value) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
+    return jax.jit(lambda k: _initialise(model, optimizer, shape, k))(key)

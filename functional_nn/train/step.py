@@ -15,19 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from functional_nn import losses
 from functional_nn.train.state import TrainState
 
 Metrics = dict
-
-
-def is_class_labels(targets) -> bool:
-    """Targets are class labels (and accuracy is meaningful) when they are integers."""
-    return jnp.issubdtype(jnp.result_type(targets), jnp.integer)
-
-
-def correct_predictions(outputs: jax.Array, labels: jax.Array) -> jax.Array:
-    """1 where argmax_k y_k equals the label, else 0 (float, one per example)."""
-    return (jnp.argmax(outputs, axis=-1) == labels).astype(jnp.float32)
 
 
 def make_train_step(model, loss: Callable, optimizer: optax.GradientTransformation, *, augment=None):
@@ -36,8 +27,9 @@ def make_train_step(model, loss: Callable, optimizer: optax.GradientTransformati
     ``model`` is a ``Layer`` (``apply(params, state, x, *, train, key)``),
     ``loss(outputs, targets)`` the minibatch-averaged divergence, ``optimizer``
     an optax ``GradientTransformation`` and ``augment(key, x)`` an optional
-    keyed augmentation. Metrics: ``loss`` and, for integer class labels,
-    ``accuracy``. The state's key is split each step into the next state key,
+    keyed augmentation. Metrics: ``loss`` and, for class labels (indices or
+    one-hot / probability targets; :func:`functional_nn.losses.has_class_labels`),
+    ``accuracy`` (:func:`functional_nn.losses.accuracy`). The state's key is split each step into the next state key,
     the dropout key and the augmentation key.
     """
 
@@ -61,14 +53,14 @@ def make_train_step(model, loss: Callable, optimizer: optax.GradientTransformati
             key=next_key,
         )
         metrics = {"loss": value}
-        if is_class_labels(targets):
-            metrics["accuracy"] = jnp.mean(correct_predictions(outputs, targets))
+        if losses.has_class_labels(outputs, targets):
+            metrics["accuracy"] = losses.accuracy(outputs, targets)
         return new_state, metrics
 
     return step
 
 
-def make_eval_step(model, loss: Callable):
+def make_eval_sums(model, loss: Callable):
     """A pure ``eval_sums(params, model_state, x, d, mask) -> sums`` in eval mode.
 
     Sums over the examples with mask 1 (padding has mask 0): ``loss_sum`` =
@@ -80,12 +72,15 @@ def make_eval_step(model, loss: Callable):
     def per_example_divergence(output, target):
         return loss(output[None], target[None])
 
+    def per_example_correct(output, target):
+        return losses.accuracy(output[None], target[None])
+
     def eval_sums(params, model_state, x, targets, mask):
         outputs, _ = model.apply(params, model_state, x, train=False)
         divergences = jax.vmap(per_example_divergence)(outputs, targets)
         sums = {"loss_sum": jnp.sum(mask * divergences), "count": jnp.sum(mask)}
-        if is_class_labels(targets):
-            sums["correct"] = jnp.sum(mask * correct_predictions(outputs, targets))
+        if losses.has_class_labels(outputs, targets):
+            sums["correct"] = jnp.sum(mask * jax.vmap(per_example_correct)(outputs, targets))
         return sums
 
     return eval_sums
@@ -142,7 +137,7 @@ def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be >= 1")
-    eval_sums = jax.jit(make_eval_step(model, loss))
+    eval_sums = jax.jit(make_eval_sums(model, loss))
 
     def evaluate(train_state: TrainState, x, targets) -> Metrics:
         if len(x) == 0:

@@ -14,10 +14,11 @@ Keys are of two kinds:
 - *traced* numeric hyperparameters: ``optimizer.learning_rate``, ``l2``,
   ``clip``, ``clip_by_norm``, ``clip_by_global_norm`` and the optimizer's own
   numbers (``b1``, ``b2``, ``eps``, ``decay``, ``momentum``, ``weight_decay``,
-  ``rho``, ...), and ``model.layers.<i>.rate`` (dropout), ``.ema_decay`` and
-  ``.eps`` (batch norm). All settings that differ only in these are trained
+  ``rho``, ...), and every float argument of a registered layer,
+  ``model.layers.<i>.<arg>`` (dropout's ``rate``, batch norm's ``ema_decay``
+  and ``eps``, ...). All settings that differ only in these are trained
   at once by one compiled program, ``jax.vmap`` over the traced values
-  (:mod:`functional_nn.train.search_engine`).
+  (:func:`functional_nn.train.run_grid`).
 - *structural* choices (layer sizes, optimizer name, batch size, loss, data,
   ...): each combination is a separate group with its own program.
 
@@ -31,46 +32,21 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import os
-import time
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from functional_nn.config import (
-    Config,
-    ConfigError,
-    alias_hyperparameters,
-    build_augment,
-    build_data,
-    build_early_stopping,
-    build_loss,
-    build_model,
-    build_optimizer,
-    config_to_dict,
-    dump_config,
-    parse_config,
-)
-from functional_nn.train import search_report
-from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees
-from functional_nn.train.search_engine import GridRun, run_grid
-from functional_nn.train.search_engine import setting_train_state as engine_setting_train_state
+from functional_nn.experiment import builders
+from functional_nn.experiment.loading import check_batch_size, config_to_dict, parse_config
+from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
+from functional_nn.experiment.sections import alias_hyperparameters, argument_type, layer_arguments
+from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_evaluate
 
 OPTIMIZER_NUMBERS = ("learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm")
-LAYER_NUMBERS = ("rate", "ema_decay", "eps")
 
-RESULTS_CSV = "results.csv"
-RESULTS_MD = "results.md"
-SUMMARY_FILE = "summary.json"
-HISTORY_FILE = "history.jsonl"
-HEATMAP_FILE = "heatmap.png"
-CURVE_FILE = "curve.png"
-CURVES_FILE = "learning_curves.png"
-BEST_FILE = "best_params.npz"
 
 
 class Group(NamedTuple):
@@ -121,18 +97,23 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def traced_target(key: str, values: list) -> tuple | None:
+def traced_target(key: str, values: list, model: ModelConfig) -> tuple | None:
     """(``"optimizer"``, name) or (``"model"``, ``"layers.<i>.<arg>"``) when every
     value of ``key`` is a number and ``key`` is a numeric hyperparameter that
-    can be traced; ``None`` for a structural key."""
+    can be traced: an optimizer number, or a layer argument whose type (from
+    its registered constructor, :func:`~functional_nn.experiment.sections.argument_type`)
+    is ``float``; ``None`` for a structural key."""
     if not values or not all(_is_number(v) for v in values):
         return None
     section, _, rest = key.partition(".")
     if section == "optimizer" and "." not in rest and rest not in ("name", "decay_mask", "schedule"):
         return ("optimizer", rest)
     parts = rest.split(".")
-    if section == "model" and len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() and parts[2] in LAYER_NUMBERS:
-        return ("model", rest)
+    if section == "model" and len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit():
+        index = int(parts[1])
+        arguments = layer_arguments(model.layers[index].type) if index < len(model.layers) else {}
+        if parts[2] in arguments and argument_type(arguments[parts[2]]) is float:
+            return ("model", rest)
     return None
 
 
@@ -163,11 +144,11 @@ def validate_grid(config: Config, grid: dict | None = None) -> dict:
     return parse_config(raw).search
 
 
-def split_keys(grid: dict) -> tuple:
-    """(traced keys -> target, structural keys) of a grid."""
+def split_keys(grid: dict, model: ModelConfig) -> tuple:
+    """(traced keys -> target, structural keys) of a grid over a config with layers ``model``."""
     traced, structural = {}, []
     for key, values in grid.items():
-        target = traced_target(key, values)
+        target = traced_target(key, values, model)
         if target is None:
             structural.append(key)
         else:
@@ -209,11 +190,11 @@ def split_hparams(traced: dict, settings: list) -> tuple:
 
 def make_build(config: Config, optimizer_names, model_names):
     """``build(h) -> (model, loss, optimizer)`` for one setting from scalars ``h``."""
-    loss = build_loss(config.loss)
+    loss = builders.build_loss(config.loss)
 
     def build(hparams):
-        model = build_model(config.model, {n: hparams[f"model:{n}"] for n in model_names})
-        optimizer = build_optimizer(config.optimizer, {n: hparams[f"optimizer:{n}"] for n in optimizer_names})
+        model = builders.build_model(config.model, {n: hparams[f"model:{n}"] for n in model_names})
+        optimizer = builders.build_optimizer(config.optimizer, {n: hparams[f"optimizer:{n}"] for n in optimizer_names})
         return model, loss, optimizer
 
     return build
@@ -225,18 +206,13 @@ def make_build(config: Config, optimizer_names, model_names):
 
 def selection_rule(config: Config):
     """Early-stopping settings; the monitored metric must be a validation metric."""
-    rule = build_early_stopping(config.training)
+    rule = builders.build_early_stopping(config.training)
     if not rule.monitor.startswith("val_"):
         raise ConfigError(
             f"training.early_stopping.monitor={rule.monitor!r}: grid search selects on held-out data; "
             "use val_loss or val_accuracy"
         )
     return rule
-
-
-def _resolve_devices(config: Config, devices):
-    devices = config.training.devices if devices is None else devices
-    return None if devices == 1 else devices
 
 
 def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None) -> GridRun:
@@ -259,8 +235,8 @@ def run_group(config: Config, traced: dict, settings: list, data, *, devices=Non
             epochs=training.epochs,
             key=jax.random.key(training.seed),
             early_stopping=selection_rule(config),
-            augment=build_augment(training, data.image_shape),
-            devices=_resolve_devices(config, devices),
+            augment=builders.build_augment(training, data.image_shape),
+            devices=config.training.devices if devices is None else devices,
             eval_chunk_size=training.eval_chunk_size,
             unroll=training.unroll,
             progress=progress if progress is not None else training.progress,
@@ -312,7 +288,7 @@ def setting_train_state(result: "SearchResult", index: int) -> TrainState:
     weights with ``restore_best``, else its last trained epoch's)."""
     for group, run in zip(result.groups, result.runs):
         if index in group.indices:
-            return engine_setting_train_state(run.carry, group.indices.index(index))
+            return kept_train_state(run.carry, group.indices.index(index))
     raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
 
 
@@ -324,7 +300,7 @@ def evaluate_setting(result: "SearchResult", config: Config, index: int, split, 
     key = repr((setting_config.model, setting_config.loss, setting_config.training.eval_chunk_size))
     cache = {} if cache is None else cache
     if key not in cache:
-        model, loss = build_model(setting_config.model), build_loss(setting_config.loss)
+        model, loss = builders.build_model(setting_config.model), builders.build_loss(setting_config.loss)
         cache[key] = make_evaluate(model, loss, chunk_size=setting_config.training.eval_chunk_size)
     return cache[key](setting_train_state(result, index), split.x, split.y)
 
@@ -340,7 +316,7 @@ def evaluate_on_test(config: Config, train_state, test) -> dict:
     """The chosen setting's test metrics (``test_loss``, ``test_accuracy``)."""
     if len(test.x) == 0:
         return {}
-    evaluate = make_evaluate(build_model(config.model), build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
+    evaluate = make_evaluate(builders.build_model(config.model), builders.build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
     return {f"test_{k}": v for k, v in evaluate(train_state, test.x, test.y).items()}
 
 
@@ -350,11 +326,11 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
 
     ``devices`` (``"all"``, an int, a list of devices or a ``Mesh``; default
     ``config.training.devices``) shards each group's grid axis over devices.
-    ``data`` (a ``DataSplits``) replaces ``build_data(config.data)``.
+    ``data`` (a ``DataSplits``) replaces ``builders.build_data(config.data)``.
     """
     grid = validate_grid(config, grid)
     settings = expand_grid(grid)
-    traced, structural = split_keys(grid)
+    traced, structural = split_keys(grid, config.model)
     rows, histories, runs = [None] * len(settings), [None] * len(settings), {}
     groups, group_runs = group_settings(settings, structural), []
     data_cache = {}
@@ -372,7 +348,7 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
     best = select_best(rows, monitor, mode)
     run, column, splits = runs[best]
     best_config = concrete_config(config, settings[best])
-    best_state = engine_setting_train_state(run.carry, column)
+    best_state = kept_train_state(run.carry, column)
     test_metrics = evaluate_on_test(best_config, best_state, splits.test)
     return SearchResult(list(grid), settings, rows, histories, best, monitor, mode, test_metrics, best_state, best_config, groups, group_runs)
 
@@ -380,107 +356,13 @@ def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=
 def _cached_data(cache: dict, config: Config):
     """The group's data splits (built once per data section), checked against its batch size;
     a data or batch-size problem is a :class:`ConfigError` naming the key."""
-    from functional_nn.config import check_batch_size
-
     key = repr(config.data)
     if key not in cache:
         try:
-            cache[key] = build_data(config.data)
+            cache[key] = builders.build_data(config.data)
         except ValueError as e:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"data: {e}") from None
     check_batch_size(config.training, cache[key])
     return cache[key]
-
-
-# --------------------------------------------------------------------------
-# outputs
-
-
-def varying_keys(result: SearchResult) -> list:
-    """The grid keys that take more than one value."""
-    return [k for k in result.keys if len(search_report.distinct_values(result.settings, k)) > 1]
-
-
-def setting_label(setting: dict) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={search_report.format_value(v)}" for k, v in setting.items())
-
-
-def summary(result: SearchResult, config: Config, seconds: float) -> dict:
-    best_row = result.rows[result.best_index]
-    return {
-        "name": config.name,
-        "selected_by": f"best {result.monitor} ({result.mode}) on the validation split",
-        "settings": len(result.settings),
-        "groups": len(result.groups),
-        "best_setting": result.settings[result.best_index],
-        "best_index": result.best_index,
-        f"best_{result.monitor}": best_row[f"best_{result.monitor}"],
-        "best_epoch": best_row["best_epoch"],
-        **result.test_metrics,
-        "wall_time_s": seconds,
-    }
-
-
-def markdown_report(result: SearchResult, config: Config) -> str:
-    best = result.settings[result.best_index]
-    lines = [
-        f"# Grid search: {config.name}",
-        "",
-        f"{len(result.settings)} settings ({len(result.groups)} compiled group(s)); selection: best "
-        f"{result.monitor} ({result.mode}) on the validation split; the selected setting alone is evaluated on test.",
-        "",
-        f"**Selected:** setting {result.best_index} ({setting_label(best)}), best {result.monitor} = "
-        f"{search_report.format_value(result.rows[result.best_index][f'best_{result.monitor}'])} at epoch "
-        f"{result.rows[result.best_index]['best_epoch']}; "
-        + ", ".join(f"{k} = {search_report.format_value(v)}" for k, v in result.test_metrics.items()),
-        "",
-        "",
-    ]
-    rows = [{**r, "selected": "*" if i == result.best_index else ""} for i, r in enumerate(result.rows)]
-    return "\n".join(lines) + search_report.markdown_table(rows)
-
-
-def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
-    """Heatmap (2-D grid) or curve (1-D grid) of the best validation value, and
-    every setting's validation learning curve; returns the files written."""
-    metric = f"best_{result.monitor}"
-    varying, written = varying_keys(result), []
-    if len(varying) == 2:
-        search_report.plot_heatmap(result.rows, varying[0], varying[1], metric, os.path.join(out_dir, HEATMAP_FILE), title=config.name, chosen=result.best_index)
-        written.append(HEATMAP_FILE)
-    elif len(varying) == 1:
-        search_report.plot_curve(result.rows, varying[0], metric, os.path.join(out_dir, CURVE_FILE), title=config.name, chosen=result.best_index)
-        written.append(CURVE_FILE)
-    labels = [setting_label({k: s[k] for k in varying} or s) for s in result.settings]
-    search_report.plot_learning_curves(result.histories, labels, result.monitor, os.path.join(out_dir, CURVES_FILE), title=config.name)
-    written.append(CURVES_FILE)
-    return written
-
-
-def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: float) -> None:
-    """``runs/<name>/``: config, results table (CSV, markdown), summary, per-epoch
-    history, plots and the selected setting's parameters."""
-    os.makedirs(out_dir, exist_ok=True)
-    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
-    write("config.yaml", dump_config(config))
-    write(RESULTS_CSV, search_report.csv_text(result.rows))
-    write(RESULTS_MD, markdown_report(result, config))
-    write(SUMMARY_FILE, json.dumps(summary(result, config, seconds), indent=2) + "\n")
-    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(result.histories) for r in history]
-    write(HISTORY_FILE, "\n".join(lines) + "\n")
-    write_plots(result, config, out_dir)
-    state = result.best_train_state
-    save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
-
-
-def run_search(config: Config, out_dir: str, *, devices=None, progress: bool | None = None) -> SearchResult:
-    """The CLI's ``search``: :func:`grid_search` on ``config.search``, outputs in ``out_dir``."""
-    started = time.perf_counter()
-    result = grid_search(config, devices=devices, progress=progress)
-    seconds = time.perf_counter() - started
-    write_outputs(result, config, out_dir, seconds)
-    shown = summary(result, config, seconds)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}))
-    return result

@@ -1,60 +1,16 @@
-"""Grid search reports: the table of settings (CSV and markdown) and its plots.
+"""Every figure a run or a search writes, as PNG files: a run's learning
+curves, and a grid search's curve (1-D grid), heatmap (2-D grid) and
+per-setting learning curves.
 
-Rows are plain dicts (column -> value), one per setting. Plots use
 matplotlib's object-oriented API on an Agg canvas (no pyplot, no global
-backend): a heatmap of the selection metric for a 2-D grid, a curve for a
-1-D grid, and the validation learning curve of every setting.
+backend state), imported only when plotting.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-
 import numpy as np
 
-
-# --------------------------------------------------------------------------
-# tables
-
-
-def format_value(value) -> str:
-    """Numbers to 4 significant digits, NaN as ``nan``, everything else as ``str``."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, (float, np.floating)):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
-def table_columns(rows: list) -> list:
-    """Every column that occurs in ``rows``, in order of first appearance."""
-    columns = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    return columns
-
-
-def csv_text(rows: list) -> str:
-    """The rows as CSV (full precision)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=table_columns(rows), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def markdown_table(rows: list, columns: list | None = None) -> str:
-    """A GitHub markdown table of ``rows`` (numbers to 4 significant digits)."""
-    columns = columns or table_columns(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(format_value(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------
-# plots
+from functional_nn.experiment.search_report import distinct_values, format_value
 
 
 def _figure(width: float, height: float):
@@ -64,6 +20,30 @@ def _figure(width: float, height: float):
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def plot_learning_curves(history: list, path: str, *, title: str | None = None) -> None:
+    """Training and validation loss (left) and accuracy (right, when recorded) per epoch.
+
+    """
+    epochs = [r["epoch"] for r in history]
+    panels = [name for name in ("loss", "accuracy") if any(f"train_{name}" in r for r in history)]
+    figure = _figure(5 * len(panels), 3.8)
+    for axes, metric in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        for split, style in (("train", "-"), ("val", "--")):
+            values = [r.get(f"{split}_{metric}") for r in history]
+            if any(v is not None for v in values):
+                axes.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        best = [r["epoch"] for r in history if r.get("is_best")]
+        if best:
+            axes.axvline(best[-1], color="gray", linewidth=0.8, linestyle=":", label=f"best (epoch {best[-1]})")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, dpi=100)
 
 
 def _is_number(value) -> bool:
@@ -76,15 +56,6 @@ def _wants_log_scale(values) -> bool:
         return False
     low, high = min(values), max(values)
     return low > 0 and high / low >= 10
-
-
-def distinct_values(rows: list, key: str) -> list:
-    """The values column ``key`` takes, in order of first appearance."""
-    seen = []
-    for row in rows:
-        if row[key] not in seen:
-            seen.append(row[key])
-    return seen
 
 
 def plot_curve(rows: list, key: str, metric: str, path: str, *, title: str | None = None, chosen: int | None = None) -> None:
@@ -160,8 +131,8 @@ def _outline(i: int, j: int):
     return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5)
 
 
-def plot_learning_curves(histories: list, labels: list, metric: str, path: str, *, title: str | None = None) -> None:
-    """``metric`` per epoch, one line per setting (the run's epochs only)."""
+def plot_setting_curves(histories: list, labels: list, metric: str, path: str, *, title: str | None = None) -> None:
+    """A grid search's ``metric`` per epoch, one line per setting (the epochs it trained)."""
     figure = _figure(6.5, 4.2)
     axes = figure.subplots()
     for history, label in zip(histories, labels):

@@ -1,0 +1,26 @@
+"""``python -m functional_nn search CONFIG``: the config's grid search, its result files."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from functional_nn.experiment.schema import Config
+from functional_nn.experiment.search import grid_search, SearchResult
+from functional_nn.experiment.search_outputs import summary, write_outputs
+
+
+def run_search(config: Config, out_dir: str, *, devices=None, progress: bool | None = None) -> SearchResult:
+    """The CLI's ``search``: :func:`grid_search` on ``config.search``, outputs in ``out_dir``."""
+    started = time.perf_counter()
+    result = grid_search(config, devices=devices, progress=progress)
+    seconds = time.perf_counter() - started
+    write_outputs(result, config, out_dir, seconds)
+    shown = summary(result, config, seconds)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}))
+    return result
+
+
+def search_command(config, directory: str) -> int:
+    run_search(config, directory)
+    return 0

@@ -1,0 +1,48 @@
+"""Helpers shared by the test files: paths, reading a run directory, and the
+one runner for programs that need several (forced host) devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_DIGITS = REPO_ROOT / "tests" / "data" / "tiny_digits.yaml"
+DEVICE_PROGRAMS = REPO_ROOT / "tests" / "device_programs"
+
+
+def read_run(directory) -> tuple:
+    """(history from ``metrics.jsonl``, ``summary.json``) of a run directory."""
+    with open(os.path.join(directory, "metrics.jsonl")) as f:
+        history = [json.loads(line) for line in f]
+    with open(os.path.join(directory, "summary.json")) as f:
+        return history, json.load(f)
+
+
+def device_environment(devices: int) -> dict:
+    """The environment of a fresh Python with ``devices`` forced host CPU devices
+    (the count is fixed when JAX starts, so it needs its own process) that
+    imports this checkout of ``functional_nn`` and the ``tests`` package."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return dict(
+        os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", PYTHONPATH=path
+    )
+
+
+def run_with_devices(program: str, devices: int, *args: str, timeout: float = 300) -> dict:
+    """Run ``tests/device_programs/<program>.py`` with ``devices`` forced host
+    devices and return the JSON object it prints on its ``REPORT`` line."""
+    result = subprocess.run(
+        [sys.executable, str(DEVICE_PROGRAMS / f"{program}.py"), *args],
+        cwd=REPO_ROOT,
+        env=device_environment(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = next(line for line in reversed(result.stdout.splitlines()) if line.startswith("REPORT"))
+    return json.loads(line[len("REPORT") :])

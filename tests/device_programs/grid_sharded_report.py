@@ -1,0 +1,31 @@
+"""The grid search sharded over 4 forced host devices (run by
+tests/test_grid_search_sharded.py through ``conftest.run_with_devices``)."""
+
+import json
+import jax
+from functional_nn.experiment import parse_config
+from functional_nn.experiment.search import grid_search
+
+raw = {
+    "data": {"name": "spirals", "n": 240, "num_classes": 3, "val_fraction": 0.25, "test_fraction": 0.2},
+    "model": {"layers": [{"dense": 16}, "tanh", {"dropout": 0.0}, {"dense": 3}]},
+    "optimizer": {"name": "adam"},
+    "training": {"epochs": 4, "batch_size": 32, "early_stopping": {"patience": 1, "min_delta": 0.01}},
+    # 3 x 2 = 6 settings on 4 devices: padded to 8, two per device
+    "search": {"optimizer.learning_rate": [1e-3, 3e-3, 1e-2], "model.layers.2.rate": [0.0, 0.3]},
+}
+one = grid_search(parse_config(raw), devices=1)
+raw["training"]["devices"] = 4  # the config's switch
+four = grid_search(parse_config(raw))
+carry = four.runs[0].carry
+leaves = jax.tree.leaves(carry.train_state.params) + jax.tree.leaves(carry.stopping.kept_params)
+print("REPORT" + json.dumps({
+    "device_count": jax.device_count(),
+    "grid_size": four.runs[0].size,
+    "specs": sorted({str(tuple(leaf.sharding.spec)) for leaf in leaves}),
+    "shard_rows": sorted({tuple(s.data.shape[:1]) for leaf in leaves for s in leaf.addressable_shards}),
+    "shard_devices": sorted({len({s.device.id for s in leaf.addressable_shards}) for leaf in leaves}),
+    "leading": sorted({leaf.shape[0] for leaf in leaves}),
+    "one": {"rows": one.rows, "best": one.best_index, "test": one.test_metrics},
+    "four": {"rows": four.rows, "best": four.best_index, "test": four.test_metrics},
+}))
