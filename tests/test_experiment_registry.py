@@ -122,7 +122,7 @@ def test_data_keys_come_from_the_loaders_signature(tmp_path):
     assert dataset_keys("spirals") >= {"n", "num_classes", "noise"} and "path" not in dataset_keys("spirals")
     assert {"path", "n", "noise", "num_classes"} & dataset_keys("npz") == {"path"}
     digits = cfg.parse_config({**PLAIN, "data": {"name": "digits", "noise": 0.5, "n": 7}})
-    assert dataset_arguments(digits.data) == {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "standardize_mode": "feature"}
+    assert dataset_arguments(digits.data) == {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "standardize": "feature"}
     np.testing.assert_array_equal(cfg.build_data(digits.data).train.x, load_digits().train.x)
     with pytest.raises(ConfigError, match=r"data\.path: required for data\.name='idx'"):
         cfg.parse_config(PLAIN, overrides=["data.name=idx"])
@@ -133,7 +133,7 @@ def test_build_data_calls_the_registered_loader_with_the_sections_values():
 
     config = cfg.parse_config(PLAIN, overrides=["data.n=30", "data.noise=0.1", "data.seed=3"])
     built = cfg.build_data(config.data)
-    direct = spirals(10, 3, 0.1, seed=3, val_fraction=0.1, test_fraction=0.2, standardize_mode="feature")
+    direct = spirals(10, 3, 0.1, seed=3, val_fraction=0.1, test_fraction=0.2, standardize="feature")
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(getattr(built, split).x, getattr(direct, split).x)
         np.testing.assert_array_equal(getattr(built, split).y, getattr(direct, split).y)

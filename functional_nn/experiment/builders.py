@@ -32,7 +32,6 @@ from functional_nn.losses import is_class_indices, LOSSES
 
 
 # a data-section key -> the loader argument it sets, where the names differ
-DATA_KEY_ARGUMENTS = {"standardize": "standardize_mode"}
 DATA_LOADER_KEYS = ("seed", "val_fraction", "test_fraction", "standardize", "n", "num_classes", "noise")
 
 
@@ -46,25 +45,27 @@ def dataset_file_argument(name: str) -> str | None:
 def dataset_keys(name: str) -> set:
     """The data-section keys that apply to dataset ``name``, read from its
     loader's signature: ``name``, ``path`` (when it takes a file), and each key
-    whose argument it takes (``n`` also sets ``n_per_class``, the section's
-    ``n`` counting every class)."""
+    whose argument it takes (``n`` counts every class; ``num_classes`` only
+    where the loader needs it, not where it infers the classes from a file)."""
+    return {"name"} | ({"path"} if dataset_file_argument(name) else set()) | set(_loader_keys(name))
+
+
+def _loader_keys(name: str) -> tuple:
     arguments = DATASETS.arguments(name)
-    keys = {"name"} | ({"path"} if dataset_file_argument(name) else set())
-    keys |= {k for k in DATA_LOADER_KEYS if DATA_KEY_ARGUMENTS.get(k, k) in arguments}
-    return keys | ({"n"} if "n_per_class" in arguments else set())
+    return tuple(
+        key for key in DATA_LOADER_KEYS
+        if key in arguments and not (key == "num_classes" and arguments[key].default is None)
+    )
 
 
 def dataset_arguments(data: DataConfig) -> dict:
     """The keyword arguments of ``data.name``'s registered loader from the section."""
-    arguments, kwargs = DATASETS.arguments(data.name), {}
+    kwargs = {}
     file_argument = dataset_file_argument(data.name)
     if file_argument:
         kwargs[file_argument] = data.path
-    for key in DATA_LOADER_KEYS:
-        if DATA_KEY_ARGUMENTS.get(key, key) in arguments:
-            kwargs[DATA_KEY_ARGUMENTS.get(key, key)] = getattr(data, key)
-    if "n_per_class" in arguments:
-        kwargs["n_per_class"] = max(1, data.n // data.num_classes)
+    for key in _loader_keys(data.name):
+        kwargs[key] = getattr(data, key)
     return kwargs
 
 
