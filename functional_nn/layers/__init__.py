@@ -12,6 +12,7 @@ from functional_nn.layers import batchnorm, dropout
 from functional_nn.layers import batchnorm as _batchnorm_module
 from functional_nn.layers import dropout as _dropout_module
 from functional_nn.layers.base import LAYERS, Layer, serial, split_key
+from functional_nn.layers.flat import FlatLayout, FlatParams, flat_params, ravel_by_dtype, unravel
 from functional_nn.layers.core import (
     INITIALIZERS,
     Activation,
@@ -75,3 +76,4 @@ __all__ = [
     "dropout",
     "fold_into_dense",
 ]
+__all__ += ["FlatLayout", "FlatParams", "flat_params", "ravel_by_dtype", "unravel"]
