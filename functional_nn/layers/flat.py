@@ -103,13 +103,19 @@ def ravel_by_dtype(tree) -> FlatParams:
 
 
 def unravel(flat: FlatParams):
-    """The original tree: each leaf is ``buffer[offset : offset + size].reshape(shape)``."""
+    """The original tree: each buffer split at the leaves' offsets, each piece reshaped.
+
+    ``jnp.split`` (not one slice per leaf) so that the gradient w.r.t. a
+    buffer is one concatenation of the leaves' gradients rather than a sum of
+    zero-padded copies.
+    """
     if not isinstance(flat, FlatParams):
         raise TypeError(f"unravel: expected FlatParams (from ravel_by_dtype / flat_params), got {type(flat).__name__}")
-    leaves = [
-        jax.lax.slice(flat.buffers[slot.buffer], (slot.offset,), (slot.offset + math.prod(slot.shape),)).reshape(slot.shape)
-        for slot in flat.layout.slots
-    ]
+    pieces = []
+    for index, buffer in enumerate(flat.buffers):
+        ends = [slot.offset + math.prod(slot.shape) for slot in flat.layout.slots if slot.buffer == index]
+        pieces.append(iter(jnp.split(buffer, ends[:-1])))
+    leaves = [next(pieces[slot.buffer]).reshape(slot.shape) for slot in flat.layout.slots]
     return jax.tree.unflatten(flat.layout.treedef, leaves)
 
 
