@@ -15,8 +15,8 @@ keep probability is therefore α_q = t/2¹⁶, within 2⁻¹⁷ ≈ 7.6e-6 of α
 (exact for α = k/2¹⁶, e.g. 0.5, 0.75, 0.8125); ``inverted`` divides by α_q,
 so E[y] = x holds exactly. The bits are JAX's Threefry-2x32 hash of the
 layer's key over a counter (bit for bit ``jax.extend.random.threefry_2x32``),
-written out round by round (``threefry2x32_unrolled``) so that XLA fuses it
-with the mask into one kernel (on CPU JAX emits the hash as a rolled loop of
+written out round by round (``threefry2x32_unrolled``) so that XLA compiles
+the 20 rounds into one kernel (on CPU JAX emits the hash as a rolled loop of
 separate kernels); one hash gives 64 bits, i.e. four mask elements, where
 ``bernoulli`` hashes once per element. Distinct counters give independent
 bits, so elements (examples and units) are independent; layers and steps are
@@ -91,9 +91,8 @@ def threefry2x32_unrolled(key_words, x0, x1):
 
     Bit for bit ``threefry2x32_p`` (Salmon et al. 2011), which JAX lowers on
     CPU as a rolled 5-iteration loop: every iteration is a separate kernel
-    that reads and writes both words. Written out, XLA fuses the whole hash
-    and its consumers (the mask comparison, the multiply) into one
-    elementwise kernel.
+    that reads and writes both words. Written out, XLA fuses all 20 rounds
+    into one elementwise kernel.
 
     Args:
       key_words: uint32[2], the key's data.
