@@ -17,6 +17,13 @@ measured in the same run.
     python benchmarks/bench_optim.py            # full table (about a minute)
     python benchmarks/bench_optim.py --quick    # smaller trees, fewer rounds
     python benchmarks/bench_optim.py --control  # optax vs optax: the noise floor
+    python benchmarks/bench_optim.py --flat     # only the flat-buffer table (layers.flat_params)
+
+The flat-buffer table times Adam on the same trees after
+``layers.ravel_by_dtype`` (what ``layers.flat_params(model)`` gives an
+optimizer: one leaf per dtype), against optax on the per-leaf tree, in the
+same rounds; gradients are given flat too (in training they come out of the
+backward pass already concatenated).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from functional_nn import optim
+from functional_nn.layers import ravel_by_dtype
 
 # Bytes that must move per float32 parameter: (reads + writes) x 4 B.
 BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "rmsprop": 20, "adam": 28, "adamw": 28}
@@ -150,6 +158,39 @@ def benchmark_tree(total: int, leaves: int, names: list[str], rounds: int, targe
     return rows
 
 
+def benchmark_flat(total: int, leaves: int, rounds: int, target_seconds: float) -> dict:
+    """Adam per step: optax per leaf, ours per leaf, ours on one flat buffer, optax on it; same rounds."""
+    params, grads = make_tree(total, leaves), make_tree(total, leaves, seed=1)
+    flat_params_, flat_grads = ravel_by_dtype(params), ravel_by_dtype(grads)
+    runners = [
+        Runner(optax.adam(1e-3), params, grads),
+        Runner(optim.adam(1e-3), params, grads),
+        Runner(optim.adam(1e-3), flat_params_, flat_grads),
+        Runner(optax.adam(1e-3), flat_params_, flat_grads),
+    ]
+    times = timed_rounds(runners, rounds, target_seconds)
+    optax_times = times[0]
+    row = dict(params=total, leaves=leaves)
+    for name, t in zip(("optax", "ours", "ours_flat", "optax_flat"), times):
+        row[name + "_ms"] = statistics.median(t) * 1e3
+        row[name + "_ratio"] = statistics.median(a / b for a, b in zip(t, optax_times))
+    row["flat_gbs"] = 28 * total / (row["ours_flat_ms"] * 1e-3) / 1e9
+    return row
+
+
+def flat_table(rows: list[dict]) -> str:
+    lines = [
+        "| adam | params | leaves | optax per-leaf ms | ours per-leaf ms (ratio) | ours flat ms (ratio) | optax flat ms (ratio) | ours flat GB/s (28 B/param) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| adam | {format_params(r['params'])} | {r['leaves']} | {r['optax_ms']:.3f} "
+            f"| {r['ours_ms']:.3f} ({r['ours_ratio']:.2f}x) | {r['ours_flat_ms']:.3f} ({r['ours_flat_ratio']:.2f}x) "
+            f"| {r['optax_flat_ms']:.3f} ({r['optax_flat_ratio']:.2f}x) | {r['flat_gbs']:.1f} |")
+    return "\n".join(lines)
+
+
 def format_params(total: int) -> str:
     return f"{total / 1e6:g}M"
 
@@ -178,7 +219,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1M-parameter trees only, 5 rounds")
     parser.add_argument("--control", action="store_true",
                         help="A/A run: optax in the 'ours' column too, to see the noise floor of the ratio")
+    parser.add_argument("--flat", action="store_true", help="only the flat-buffer table (Adam, per-leaf vs flat)")
     args = parser.parse_args()
+    device = jax.devices()[0]
+    flat_trees = [(1_000_000, 200), (1_000_000, 20), (10_000_000, 20)]
+    if args.flat:
+        rows = [benchmark_flat(total, leaves, args.rounds, args.seconds) for total, leaves in flat_trees]
+        print(f"# {device.platform}, jax {jax.__version__}, optax {optax.__version__}, {args.rounds} rounds; "
+              "ratio: median of per-round ratios to optax per-leaf\n")
+        print(flat_table(rows))
+        return
 
     trees = [(1_000_000, 20), (10_000_000, 20), (1_000_000, 200)]
     if args.quick:

@@ -17,12 +17,17 @@ Both JAX variants compute the same metrics (loss and accuracy per step). The
 variants are interleaved epoch by epoch in one process; the table gives the
 median time per epoch and the ratio to flax+optax (lower is faster).
 
-Run:  python benchmarks/bench_train.py [--rounds 7] [--epochs 10]
+``--scaling`` prints instead epoch time vs batch size (64 … 1024, hidden 256)
+and hidden width (256 … 2048, batch 64), ours vs flax+optax, each
+configuration interleaved on its own (a few minutes on 2 cores).
+
+Run:  python benchmarks/bench_train.py [--rounds 7] [--epochs 10] [--scaling]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -48,14 +53,16 @@ def digits_train_split():
 # ours
 
 
-def ours(x, y, unroll=1):
+def ours(x, y, unroll=1, *, batch=BATCH, hidden=HIDDEN, flat=False):
     def block():
-        return [layers.dense(HIDDEN), layers.batchnorm(), layers.relu, layers.dropout(RATE)]
+        return [layers.dense(hidden), layers.batchnorm(), layers.relu, layers.dropout(RATE)]
 
     model = layers.serial(*block(), *block(), layers.dense(CLASSES))
+    if flat:
+        model = layers.flat_params(model)
     optimizer = optim.adam(LR)
-    state = init_train_state(model, optimizer, jax.random.key(0), (BATCH, x.shape[1]))
-    epoch = make_train_epoch(model, softmax_cross_entropy, optimizer, BATCH, unroll=unroll)
+    state = init_train_state(model, optimizer, jax.random.key(0), (batch, x.shape[1]))
+    epoch = make_train_epoch(model, softmax_cross_entropy, optimizer, batch, unroll=unroll)
     holder = {"state": state}
 
     def run_epoch():
@@ -69,14 +76,14 @@ def ours(x, y, unroll=1):
 # flax.linen + optax
 
 
-def flax_optax(x, y):
+def flax_optax(x, y, *, batch=BATCH, hidden=HIDDEN):
     import flax.linen as nn
 
     class MLP(nn.Module):
         @nn.compact
         def __call__(self, h, train: bool):
             for _ in range(2):
-                h = nn.Dense(HIDDEN)(h)
+                h = nn.Dense(hidden)(h)
                 h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
                 h = nn.relu(h)
                 h = nn.Dropout(RATE, deterministic=not train)(h)
@@ -84,7 +91,7 @@ def flax_optax(x, y):
 
     model = MLP()
     init_key, dropout_key, shuffle_key = jax.random.split(jax.random.key(0), 3)
-    variables = model.init(init_key, x[:BATCH], train=False)
+    variables = model.init(init_key, x[:batch], train=False)
     tx = optax.adam(LR)
     state = (
         variables["params"],
@@ -117,7 +124,7 @@ def flax_optax(x, y):
 
     def epoch(carry, x, y):
         key, permutation_key = jax.random.split(carry[-1])
-        batches = shuffled_batches(permutation_key, x, y, BATCH)
+        batches = shuffled_batches(permutation_key, x, y, batch)
         carry, metrics = jax.lax.scan(step, carry[:-1] + (key,), batches)
         return carry, jax.tree.map(jnp.mean, metrics)
 
@@ -172,18 +179,71 @@ def torch_eager(x, y):
 # --------------------------------------------------------------------------
 
 
+def interleaved_times(variants: dict, repeats: int) -> dict:
+    """Per-variant epoch times, alternating epoch by epoch so load drifts hit all alike."""
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run_epoch in variants.items():
+            started = time.perf_counter()
+            run_epoch()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def paired_ratio(samples, reference) -> float:
+    """Median over rounds of (this variant's epoch / the reference's epoch in the same round)."""
+    return statistics.median(a / b for a, b in zip(samples, reference))
+
+
+SCALING = [(b, 256) for b in (64, 128, 256, 512, 1024)] + [(64, h) for h in (512, 1024, 2048)] + [(256, 2048)]
+
+
+def scaling_table(x, y, epochs: int) -> str:
+    """Epoch time vs batch size and hidden width: ours vs flax+optax, interleaved per configuration."""
+    lines = [
+        "| batch | hidden | steps / epoch | ours ms / epoch | flax+optax ms / epoch | ours / flax (paired median) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch, hidden in SCALING:
+        variants = {"ours": ours(x, y, batch=batch, hidden=hidden), "flax": flax_optax(x, y, batch=batch, hidden=hidden)}
+        for run_epoch in variants.values():
+            run_epoch()  # compile
+            run_epoch()
+        times = interleaved_times(variants, epochs)
+        ours_ms, flax_ms = (1e3 * statistics.median(times[k]) for k in ("ours", "flax"))
+        ratio = paired_ratio(times["ours"], times["flax"])
+        lines.append(f"| {batch} | {hidden} | {len(x) // batch} | {ours_ms:.2f} | {flax_ms:.2f} | {ratio:.2f}x |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def load_text() -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
         "--epochs", type=int, default=10, help="timed epochs per variant per round (rounds x epochs in all)"
     )
+    parser.add_argument("--scaling", action="store_true",
+                        help="the scaling table instead: epoch time vs batch size and hidden width, ours vs flax+optax")
+    parser.add_argument("--scaling-epochs", type=int, default=15, help="timed epochs per variant and configuration")
     args = parser.parse_args()
 
     x, y = digits_train_split()
+    if args.scaling:
+        print(f"# scaling: digits MLP 64-h-h-10, {jax.devices()[0].platform}, {load_text()} at start")
+        table = scaling_table(x, y, args.scaling_epochs)
+        print(f"# {load_text()} at end\n")
+        print(table)
+        return
     variants = {
         "ours (functional_nn)": ours(x, y),
         "ours, scan unroll=2": ours(x, y, unroll=2),
+        "ours + layers.flat_params": ours(x, y, flat=True),
         "flax.linen + optax": flax_optax(x, y),
     }
     try:
@@ -196,25 +256,23 @@ def main():
         run_epoch()  # compile + first epoch
         compile_seconds[name] = time.perf_counter() - started
         run_epoch()
-    times = {name: [] for name in variants}
-    for _ in range(args.rounds * args.epochs):  # alternate epoch by epoch, so load drifts hit all alike
-        for name, run_epoch in variants.items():
-            started = time.perf_counter()
-            run_epoch()
-            times[name].append(time.perf_counter() - started)
+    load_before = load_text()
+    times = interleaved_times(variants, args.rounds * args.epochs)
 
-    reference = statistics.median(times["flax.linen + optax"])
+    reference = times["flax.linen + optax"]
     print(
         f"digits MLP 64-256-256-10 (batch norm, ReLU, dropout {RATE}), Adam, batch {BATCH}, "
-        f"{len(x) // BATCH} steps/epoch; {jax.devices()[0].platform}, {args.rounds} rounds x {args.epochs} epochs"
+        f"{len(x) // BATCH} steps/epoch; {jax.devices()[0].platform}, {args.rounds} rounds x {args.epochs} epochs; "
+        f"{load_before} before, {load_text()} after"
     )
     print()
-    print("| variant | ms / epoch (median) | IQR ms | ratio to flax+optax | first call (compile) s |")
-    print("|---|---|---|---|---|")
+    print("| variant | ms / epoch (median) | IQR ms | ratio of medians | paired ratio (median) | first call (compile) s |")
+    print("|---|---|---|---|---|---|")
     for name, samples in times.items():
         median = statistics.median(samples)
         q1, _, q3 = statistics.quantiles(samples, n=4)
-        row = [name, f"{1e3 * median:.2f}", f"{1e3 * q1:.2f}–{1e3 * q3:.2f}", f"{median / reference:.2f}x"]
+        row = [name, f"{1e3 * median:.2f}", f"{1e3 * q1:.2f}–{1e3 * q3:.2f}",
+               f"{median / statistics.median(reference):.2f}x", f"{paired_ratio(samples, reference):.2f}x"]
         print("| " + " | ".join(row + [f"{compile_seconds[name]:.2f}"]) + " |")
 
 

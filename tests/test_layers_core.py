@@ -112,10 +112,10 @@ def manual_forward(params, state, x, train, key):
         bn_state = state[1]
     h = jnp.maximum(h, 0)
     if train:
-        h = jnp.where(jax.random.bernoulli(keys[3], 0.5, h.shape), h / 0.5, 0)
+        h = jnp.where(layers.dropout.keep_mask(keys[3], 0.5, h.shape), h / 0.5, 0)
     h = h @ params[4]["w"] + params[4]["b"]
     if train:
-        h = jnp.where(jax.random.bernoulli(keys[5], 0.5, h.shape), h / 0.5, 0)
+        h = jnp.where(layers.dropout.keep_mask(keys[5], 0.5, h.shape), h / 0.5, 0)
     return h @ params[6]["w"] + params[6]["b"], bn_state
 
 

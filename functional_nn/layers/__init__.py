@@ -14,6 +14,7 @@ from functional_nn.layers import batchnorm as _batchnorm_module
 from functional_nn.layers import dropout as _dropout_module
 from functional_nn.layers.pooling import avg_pool, avg_pool_values, global_avg_pool, max_pool, max_pool_values
 from functional_nn.layers.base import LAYERS, Layer, layer_name, serial, split_key
+from functional_nn.layers.flat import FlatLayout, FlatParams, flat_params, ravel_by_dtype, unravel
 from functional_nn.layers.core import (
     INITIALIZERS,
     Activation,
@@ -93,3 +94,4 @@ __all__ = [
     "layer_normalize",
     "residual",
 ]
+__all__ += ["FlatLayout", "FlatParams", "flat_params", "ravel_by_dtype", "unravel"]

@@ -69,9 +69,24 @@ class BatchNormState(NamedTuple):
 # ---------------------------------------------------------------- plain functions
 
 
-def init_state(num_features: int, stats: str = "ema", dtype=jnp.float32) -> BatchNormState:
-    """Fresh running statistics: mean 0, variance 1, no batches seen."""
+def default_float():
+    """JAX's default float type: float32, or float64 under ``jax_enable_x64``."""
+    return jnp.zeros(()).dtype
+
+
+def statistics_dtype(dtype=None):
+    """The dtype of running statistics: the parameter dtype, at least float32 (None: ``default_float()``)."""
+    return jnp.promote_types(default_float() if dtype is None else dtype, jnp.float32)
+
+
+def init_state(num_features: int, stats: str = "ema", dtype=None) -> BatchNormState:
+    """Fresh running statistics: mean 0, variance 1, no batches seen.
+
+    ``dtype``: the parameter dtype; the statistics are kept in it, at least
+    float32 (``statistics_dtype``); None is JAX's default float.
+    """
     check_choice("stats", stats, STATS_MODES)
+    dtype = statistics_dtype(dtype)
     return BatchNormState(
         mean=jnp.zeros((num_features,), dtype),
         var=jnp.ones((num_features,), dtype),
@@ -276,7 +291,7 @@ def update_running_statistics(state: BatchNormState, mean_B, var_B, B: int, ema_
 
 
 @LAYERS.register
-def batchnorm(*, eps=1e-5, stats: str = "ema", ema_decay=0.9, axis_name=None) -> Layer:
+def batchnorm(*, eps=1e-5, stats: str = "ema", ema_decay=0.9, axis_name=None, dtype=None, compute_dtype=None) -> Layer:
     """Batch normalization over every axis but the last (features).
 
     Args:
@@ -288,32 +303,73 @@ def batchnorm(*, eps=1e-5, stats: str = "ema", ema_decay=0.9, axis_name=None) ->
       ema_decay: λ of the EMA rule, in [0, 1]; float or traced scalar.
       axis_name: a named axis (``shard_map``/``pmap``) over which the batch is
         split: statistics are then those of the global batch.
+      dtype: dtype of γ, β (a float dtype); None is JAX's default float
+        (float32, float64 under ``jax_enable_x64``). The running statistics
+        are kept in it, at least float32.
+      compute_dtype: dtype of the output (mixed precision, e.g.
+        ``jnp.bfloat16``): the normalisation statistics (μ_B, σ_B², the
+        running statistics) and the arithmetic stay in at least float32, and
+        ẑ is cast to ``compute_dtype``. None: ẑ has the dtype of x, γ, β
+        combined.
 
     Params: ``{"gamma": ones, "beta": zeros}`` per feature. State:
     ``BatchNormState``. Training mode normalises with the batch's statistics
     and returns updated running statistics; eval mode normalises with the
     running statistics and returns the state unchanged. A training batch of
     one example is a ``ValueError`` at trace time.
+
+    Raises:
+      ValueError: ``eps`` < 0, ``ema_decay`` outside [0, 1], an unknown
+        ``stats``, or a ``dtype``/``compute_dtype`` that is not a float dtype.
     """
     check_nonnegative("eps", eps)
     check_in_range("ema_decay", ema_decay, 0.0, 1.0, high_inclusive=True)
     check_choice("stats", stats, STATS_MODES)
+    dtype = _check_float_dtype("dtype", dtype)
+    compute_dtype = _check_float_dtype("compute_dtype", compute_dtype)
 
     def init(key, input_shape):
         del key
         features = input_shape[-1]
-        params = {"gamma": jnp.ones((features,), jnp.float32), "beta": jnp.zeros((features,), jnp.float32)}
-        return tuple(input_shape), params, init_state(features, stats)
+        param_dtype = default_float() if dtype is None else dtype
+        params = {"gamma": jnp.ones((features,), param_dtype), "beta": jnp.zeros((features,), param_dtype)}
+        return tuple(input_shape), params, init_state(features, stats, param_dtype)
 
     def apply(params, state, x, *, train: bool, key=None):
         del key
         if not train:
-            return normalize(x, state.mean, state.var, params["gamma"], params["beta"], eps), state
+            y = _normalize_wide(x, state.mean, state.var, params["gamma"], params["beta"], eps)
+            return _output(y, x, params, compute_dtype), state
         y, mean_B, var_B = batch_normalize(x, params["gamma"], params["beta"], eps, axis_name=axis_name)
         new_state = update_running_statistics(state, mean_B, var_B, values_per_feature(x, axis_name), ema_decay)
-        return y, new_state
+        return _output(y, x, params, compute_dtype), new_state
 
     return Layer(init, apply)
+
+
+def _check_float_dtype(name: str, dtype):
+    """``dtype`` as a NumPy dtype (None stays None); ``ValueError`` naming ``name`` unless it is a float dtype."""
+    if dtype is None:
+        return None
+    try:
+        resolved = jnp.dtype(dtype)
+    except (TypeError, ValueError):
+        resolved = None
+    if resolved is None or not jnp.issubdtype(resolved, jnp.floating):
+        raise ValueError(f"{name}={dtype!r}: must be a floating-point dtype (e.g. float32, float64, bfloat16) or None")
+    return resolved
+
+
+def _normalize_wide(x, mean, var, gamma, beta, eps):
+    """Eval-mode ẑ computed in at least float32 (low-precision x is upcast)."""
+    return normalize(x.astype(_compute_dtype(x)), mean, var, gamma, beta, eps)
+
+
+def _output(y, x, params, compute_dtype):
+    """ẑ in ``compute_dtype``, or else in the dtype of x, γ, β combined."""
+    if compute_dtype is not None:
+        return y.astype(compute_dtype)
+    return y.astype(jnp.result_type(x.dtype, params["gamma"].dtype, params["beta"].dtype))
 
 
 # ---------------------------------------------------------------- model-level helpers
