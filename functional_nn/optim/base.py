@@ -207,17 +207,9 @@ def identity() -> GradientTransformation:
 
 
 def stateless(update_leaf: Callable[[jax.Array], jax.Array]) -> GradientTransformation:
-    """A transformation with empty state applying ``update_leaf`` to each leaf."""
-
-    def init_fn(params):
-        del params
-        return EmptyState()
-
-    def update_fn(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda g: update_leaf(jnp.asarray(g)), updates), state
-
-    return GradientTransformation(init_fn, update_fn)
+    """A transformation with empty state applying ``update_leaf`` to each leaf
+    (:func:`optax.stateless_with_tree_map`; the params are not used)."""
+    return optax.stateless_with_tree_map(lambda g, _: update_leaf(jnp.asarray(g)))
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
