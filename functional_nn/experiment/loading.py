@@ -11,6 +11,7 @@ import re
 
 import yaml
 
+from functional_nn.data.datasets import DATASETS
 from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
 from functional_nn.experiment.schema import (
@@ -21,6 +22,8 @@ from functional_nn.experiment.schema import (
     LossConfig,
     parse_section,
     SECTIONS,
+    short_repr,
+    short_text,
     TrainingConfig,
     unknown_key_error,
     _as_mapping,
@@ -28,6 +31,7 @@ from functional_nn.experiment.schema import (
     _value_error,
 )
 from functional_nn.experiment.sections import parse_model, parse_optimizer
+from functional_nn.experiment.yaml_text import parse_yaml
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value
@@ -47,7 +51,7 @@ def parse_search(raw, base: dict, source: str | None, path: str = "search") -> d
             try:
                 _parse_sections(trial, source)
             except ConfigError as e:
-                raise ConfigError(f"{where}: value {value!r} is invalid: {e}") from None
+                raise ConfigError(f"{where}: value {short_repr(value)} is invalid: {e}") from None
         grid[key] = list(values)
     return grid
 
@@ -55,13 +59,38 @@ def parse_search(raw, base: dict, source: str | None, path: str = "search") -> d
 
 # loading
 
+DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
+
+
+def applicable_data_section(raw) -> dict:
+    """The ``data`` mapping without the keys set to null that ``data.name``'s
+    loader does not take; a key it does not take with a value is an error
+    (``--set data.name=npz`` on a spirals config needs ``--set data.n=null``).
+
+    Raises:
+      ConfigError: naming the key, ``data.name`` and the keys that loader takes.
+    """
+    raw = _as_mapping(raw, "data")
+    name = raw.get("name", DataConfig.name)
+    if not isinstance(name, str) or name not in DATASETS:
+        return raw  # parse_section names the bad data.name
+    accepted = dataset_keys(name)
+    section = {}
+    for key, value in raw.items():
+        if key in accepted or key not in DATA_FIELDS:
+            section[key] = value  # unknown keys: parse_section's error
+        elif value is not None:
+            raise ConfigError(
+                f"data.{key}: does not apply to data.name={name!r}, whose loader takes {', '.join(sorted(accepted))} "
+                f"(remove data.{key}, or set it to null)"
+            )
+    return section
+
 
 def _check_data_section(data: DataConfig) -> None:
     """A loader that reads a file (its signature has a required argument,
     :func:`~functional_nn.experiment.builders.dataset_file_argument`) needs an
-    existing ``data.path``. Keys the loader does not take are not passed to it
-    (:func:`~functional_nn.experiment.builders.dataset_arguments`); they stay
-    accepted, so ``--set data.name=npz`` works on a config written for spirals."""
+    existing ``data.path``."""
     if "path" in dataset_keys(data.name):
         if data.path is None:
             raise ConfigError(f"data.path: required for data.name={data.name!r}")
@@ -80,8 +109,8 @@ def _check_optimizer_builds(config: Config) -> None:
         build_optimizer(config.optimizer)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as e:
-        raise keyed_error(e, "optimizer") from None
+    except (ValueError, TypeError) as e:  # e.g. mu_dtype: float99 is put under optimizer.mu_dtype
+        raise keyed_error(e, "optimizer", config.optimizer.hyperparameters) from None
 
 
 def _parse_sections(raw: dict, source: str | None) -> Config:
@@ -95,7 +124,7 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
         raise _value_error("name", name, "must be a run name of letters, digits, '_', '.', '-' (it names runs/<name>)")
     config = Config(
         name=name,
-        data=parse_section(DataConfig, raw.get("data"), "data"),
+        data=parse_section(DataConfig, applicable_data_section(raw.get("data")), "data"),
         model=parse_model(raw.get("model"), "model"),
         loss=parse_section(LossConfig, raw.get("loss"), "loss"),
         optimizer=parse_optimizer(raw.get("optimizer"), "optimizer"),
@@ -138,21 +167,53 @@ def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Confi
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path: str, overrides=()) -> Config:
-    """Read and validate a YAML config file; ``overrides`` as for :func:`apply_overrides`."""
-    if not os.path.isfile(path):
+def read_config_text(path: str) -> str:
+    """The text of config file ``path``.
+
+    Raises:
+      ConfigError: naming ``path``: it does not exist, is a directory, cannot
+        be read, or is not UTF-8 text (a binary file).
+    """
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path!r} is a directory; give a YAML file (e.g. configs/digits_mlp.yaml)")
+    if not os.path.exists(path):
         raise ConfigError(f"config file {path!r} does not exist")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"config file {path!r} cannot be read ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "a config is a YAML text file"
+        ) from None
+
+
+def load_config(path: str, overrides=()) -> Config:
+    """Read and validate a YAML config file; ``overrides`` as for :func:`apply_overrides`.
+
+    Raises:
+      ConfigError: naming the file: unreadable (:func:`read_config_text`), not
+        valid YAML, a key written twice in one mapping (naming the key and both
+        lines), or an invalid config (naming the key).
+    """
+    text = read_config_text(path)
+    try:
+        raw = parse_yaml(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({short_text(e)})") from None
     return parse_config(raw or {}, source=path, overrides=overrides)
 
 
 def config_to_dict(config: Config) -> dict:
-    """The plain-data form of a config (what ``load_config`` reads back to the same config)."""
+    """The plain-data form of a config (what ``load_config`` reads back to the
+    same config); the data section holds only the keys its loader takes."""
     raw = dataclasses.asdict(config)
+    applicable = dataset_keys(config.data.name)
+    raw["data"] = {key: value for key, value in raw["data"].items() if key in applicable}
     raw["model"] = {"layers": [{"type": layer.type, **layer.args} for layer in config.model.layers]}
     optimizer = raw["optimizer"]
     optimizer.update(optimizer.pop("hyperparameters"))
