@@ -12,6 +12,7 @@ import re
 import yaml
 
 from functional_nn.data.datasets import DATASETS
+from functional_nn.losses import LOSSES
 from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
 from functional_nn.experiment.schema import (
@@ -153,6 +154,67 @@ def check_batch_size(training: TrainingConfig, data) -> None:
             f"training.batch_size={training.batch_size!r}: larger than the training split, which has "
             f"{examples} examples (lower training.batch_size to at most {examples})"
         )
+
+
+def _training_output_shape(model, input_spec) -> tuple:
+    """The model's output shape for a training batch ``input_spec`` (a
+    ``jax.ShapeDtypeStruct``), traced abstractly (nothing is compiled or run), so
+    that shape errors and a training batch of one reaching batch norm surface
+    here, before any file is written."""
+    import jax
+
+    def forward(key, x):
+        _, params, state = model.init(key, x.shape)
+        return model.apply(params, state, x, train=True, key=key)[0]
+
+    return tuple(jax.eval_shape(forward, jax.random.key(0), input_spec).shape)
+
+
+def takes_class_labels(loss_name: str) -> bool:
+    """Whether loss ``loss_name`` needs integer class labels: its target
+    argument is named ``labels`` (``softmax_cross_entropy(logits, labels)``),
+    not ``d`` (a target distribution or vector)."""
+    import inspect
+
+    parameters = list(inspect.signature(LOSSES.lookup(loss_name).value).parameters)
+    return len(parameters) > 1 and parameters[1] == "labels"
+
+
+def check_experiment(config: Config, data, model) -> None:
+    """Whether ``model`` can be trained on ``data`` (a ``DataSplits``) as the
+    config says: ``training.batch_size`` fits the training split
+    (:func:`check_batch_size`), the model accepts batches of that size in
+    training mode (a batch of one reaching batch norm is an error), and the
+    targets suit the loss and the model's output width K
+    (:func:`functional_nn.data.check_targets`: class labels in [0, K), a
+    classification loss on class labels only).
+
+    Raises:
+      ConfigError: naming ``training.batch_size``, ``loss.name`` or the model.
+    """
+    import jax
+
+    from functional_nn.data import check_targets, DataError
+
+    training = config.training
+    check_batch_size(training, data)
+    input_spec = jax.ShapeDtypeStruct((training.batch_size, *data.train.x.shape[1:]), data.train.x.dtype)
+    try:
+        output_shape = _training_output_shape(model, input_spec)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"model: {short_text(e)} (for a training batch of shape {input_spec.shape}: training.batch_size="
+            f"{training.batch_size}, split sizes train {len(data.train.x)}, val {len(data.val.x)}, "
+            f"test {len(data.test.x)})"
+        ) from None
+    classification = takes_class_labels(config.loss.name)
+    try:
+        check_targets(
+            data, classification=classification or data.num_classes is not None, num_outputs=output_shape[-1]
+        )
+    except DataError as e:
+        key = f"loss.name={config.loss.name!r}" if classification and data.num_classes is None else "model"
+        raise ConfigError(f"{key}: {e} (data.name={config.data.name!r})") from None
 
 
 def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Config:
