@@ -30,31 +30,11 @@ TINY = str(TINY_DIGITS)
 RUN = ["--set", "model.layers=[{dense: 10}]", "--set", "training.epochs=2", "--no-progress"]
 
 
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")  # the module's runs compile the same programs
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so no handler of the package catches it."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_compilations(tmp_path_factory):
-    """The runs of this module compile the same programs again and again (one
-    ``main`` call compiles afresh): share them through JAX's persistent
-    compilation cache, in a temporary directory, for this module only."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    settings = {
-        "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("compilation_cache")),
-        "jax_persistent_cache_min_compile_time_secs": 0.0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    saved = {name: getattr(jax.config, name) for name in settings}
-    for name, value in settings.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-    yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,9 @@ def _check_optimizer_builds(config: Config) -> None:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # e.g. mu_dtype: float99 is put under optimizer.mu_dtype
-        raise keyed_error(e, "optimizer", config.optimizer.hyperparameters) from None
+        optimizer = config.optimizer
+        values = {f.name: getattr(optimizer, f.name) for f in dataclasses.fields(optimizer) if f.name != "hyperparameters"}
+        raise keyed_error(e, "optimizer", {**values, **optimizer.hyperparameters}) from None
 
 
 def _parse_sections(raw: dict, source: str | None) -> Config:
