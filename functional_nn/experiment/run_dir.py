@@ -178,11 +178,11 @@ def _apply_commit(directory: str, journal: dict) -> None:
     """Move the staged files in and remove the earlier run's files the journal
     lists (each step can be repeated), then delete ``.staging``."""
     staging = os.path.join(directory, STAGING_DIR)
-    for name in journal["replace"]:
+    for name in (n for n in journal["replace"] if n in RUN_FILES):  # only run files, whatever the journal says
         staged = os.path.join(staging, name)
         if os.path.lexists(staged):
             os.replace(staged, os.path.join(directory, name))
-    for name in journal["remove"]:
+    for name in (n for n in journal["remove"] if n in RUN_FILES):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, name))
     shutil.rmtree(staging)
@@ -247,8 +247,8 @@ class RunFiles:
         earlier = [name for name in RUN_FILES if name not in staged and os.path.lexists(os.path.join(self.directory, name))]
         journal = {"replace": staged, "remove": earlier}
         atomic_write_bytes(os.path.join(staging, COMMIT_FILE), json.dumps(journal).encode())
+        self.committed = True  # from here on the move is finished, now or at the next start (never discarded)
         _apply_commit(self.directory, journal)
-        self.committed = True
 
     def discard(self) -> None:
         """Drop the staged files of a run that did not reach its first checkpoint."""
