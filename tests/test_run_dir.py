@@ -222,6 +222,19 @@ def test_a_symlinked_plot_is_replaced_not_written_through(resumed_run):
     assert not plot.is_symlink() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_symlinked_lock_and_staging_are_replaced_not_followed(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    run.mkdir()
+    outside.mkdir()
+    (outside / "file").write_bytes(b"keep")
+    (run / run_dir.LOCK_FILE).symlink_to(outside / "file")
+    (run / run_dir.STAGING_DIR).symlink_to(outside)
+    with locked_run_directory(str(run)):
+        run_dir.recover(str(run))
+    assert not (run / run_dir.LOCK_FILE).is_symlink() and not os.path.lexists(run / run_dir.STAGING_DIR)
+    assert os.listdir(outside) == ["file"] and (outside / "file").read_bytes() == b"keep"
+
+
 # --------------------------------------------------------------------------
 # disk full
 
