@@ -129,7 +129,12 @@ def user_errors() -> tuple:
 def run_command(args, started: float) -> int:
     """Load the config, lock the run directory (``train``, ``search``) and run the command."""
     from functional_nn.experiment import load_config
-    from functional_nn.experiment.run_dir import locked_run_directory, make_run_directory, run_directory
+    from functional_nn.experiment.run_dir import (
+        check_search_directory,
+        locked_run_directory,
+        make_run_directory,
+        run_directory,
+    )
 
     config = load_config(args.config, args.overrides)
     directory = run_directory(config, args.out)
@@ -150,6 +155,7 @@ def run_command(args, started: float) -> int:
             return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
         from functional_nn.experiment.commands.search import search_command
 
+        check_search_directory(directory)
         return search_command(config, directory)
 
 

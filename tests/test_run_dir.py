@@ -222,6 +222,15 @@ def test_a_symlinked_plot_is_replaced_not_written_through(resumed_run):
     assert not plot.is_symlink() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_search_into_a_training_run_is_refused(earlier_run, tmp_path, capsys):
+    run = copy_run(earlier_run, tmp_path)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(["search", TINY, "--out", str(run), "--set", "search={optimizer.learning_rate: [0.1]}"]) == 2
+    assert f"error: run directory '{run}' holds a training run (checkpoint.npz)" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
 def test_symlinked_lock_and_staging_are_replaced_not_followed(tmp_path):
     run, outside = tmp_path / "run", tmp_path / "outside"
     run.mkdir()

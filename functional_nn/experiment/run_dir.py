@@ -214,6 +214,21 @@ def recover(directory: str) -> list:
     return notes
 
 
+def check_search_directory(directory: str) -> None:
+    """A grid search writes its result files straight into ``directory``
+    (its ``config.yaml`` and ``summary.json`` too): it must not hold a
+    training run, whose files it would overwrite.
+
+    Raises:
+      RunDirectoryError: ``directory`` holds a training run's checkpoint.
+    """
+    if os.path.lexists(os.path.join(directory, CHECKPOINT_FILE)):
+        raise RunDirectoryError(
+            f"run directory {directory!r} holds a training run ({CHECKPOINT_FILE}); a search would overwrite its "
+            "config.yaml and summary.json: choose another --out"
+        )
+
+
 class RunFiles:
     """Where a ``train`` run writes each of its files.
 
