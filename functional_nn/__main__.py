@@ -5,7 +5,11 @@ resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png`
 ``checkpoint.npz`` and ``summary.json`` (test metrics, best epoch, wall time).
 ``--resume`` continues from that directory's checkpoint, after checking that the
 config matches the one stored in the checkpoint; a fresh run into a directory
-that already holds a checkpoint starts afresh and replaces it once it writes its own. ``eval`` evaluates a
+that already holds a run stages its files and replaces that run's together when
+it writes its first checkpoint. A run locks its directory; a second run into it
+exits with an error naming the holder (``functional_nn.experiment.run_dir``).
+Every error a user can cause is one ``error: ...`` line on stderr and exit
+code 2. ``eval`` evaluates a
 run's checkpoint on the test split; ``search`` runs the config's grid search.
 ``training.devices: all | N`` trains data-parallel over that many devices
 (``functional_nn.train.parallel``); ``train --distributed`` first joins a
@@ -19,6 +23,7 @@ This module only parses the command line and dispatches: each command lives in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -52,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the run directory's checkpoint; the config must match the one stored in the "
         "checkpoint (only training.epochs, training.progress and training.devices may change). Without "
-        "--resume, a run into a directory that already holds a checkpoint starts afresh and replaces that "
-        "checkpoint when it writes its own first one (until then the earlier one stays resumable)",
+        "--resume, a run into a directory that already holds a run starts afresh and replaces that run's "
+        "files together when it writes its own first checkpoint (until then the earlier run stays intact)",
     )
     progress = train.add_mutually_exclusive_group()
     progress.add_argument(
@@ -96,31 +101,73 @@ def initialize_distributed(args) -> None:
     )
 
 
+MAX_ERROR_CHARS = 2000  # an error line is cut to this length (a value is shown, never a whole data set)
+
+
+def error_line(error: BaseException) -> str:
+    """``error: <message>`` on one line of at most ``MAX_ERROR_CHARS`` characters."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    return f"error: {message}"
+
+
+def user_errors() -> tuple:
+    """The exception types a user's input or environment causes (each names
+    the key, file or directory at fault): reported as one ``error:`` line with
+    exit code 2. Any other exception is a bug and keeps its traceback."""
+    from functional_nn.data import DataError
+    from functional_nn.experiment import ConfigError
+    from functional_nn.experiment.run_dir import RunDirectoryError
+    from functional_nn.train import CheckpointError
+
+    # OSError: a file that cannot be read or written (disk full, permissions),
+    # named by the message; the last good checkpoint stays (writes are atomic)
+    return (ConfigError, DataError, CheckpointError, RunDirectoryError, OSError)
+
+
+def run_command(args, started: float) -> int:
+    """Load the config, lock the run directory (``train``, ``search``) and run the command."""
+    from functional_nn.experiment import load_config
+    from functional_nn.experiment.run_dir import (
+        check_search_directory,
+        locked_run_directory,
+        make_run_directory,
+        run_directory,
+    )
+
+    config = load_config(args.config, args.overrides)
+    directory = run_directory(config, args.out)
+    if args.command == "eval":
+        from functional_nn.experiment.commands.eval import eval_command
+
+        return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
+    # a multi-host job's processes share one run directory: they take no lock
+    if getattr(args, "distributed", False):
+        make_run_directory(directory)
+        lock = contextlib.nullcontext(directory)
+    else:
+        lock = locked_run_directory(directory)
+    with lock:
+        if args.command == "train":
+            from functional_nn.experiment.commands.train import train_command
+
+            return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
+        from functional_nn.experiment.commands.search import search_command
+
+        check_search_directory(directory)
+        return search_command(config, directory)
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
     if getattr(args, "distributed", False):
         initialize_distributed(args)
-    from functional_nn.experiment import ConfigError, load_config
-    from functional_nn.experiment.run_dir import run_directory
-    from functional_nn.train import CheckpointError
-
     try:
-        config = load_config(args.config, args.overrides)
-        directory = run_directory(config, args.out)
-        if args.command == "train":
-            from functional_nn.experiment.commands.train import train_command
-
-            return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
-        if args.command == "eval":
-            from functional_nn.experiment.commands.eval import eval_command
-
-            return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
-        from functional_nn.experiment.commands.search import search_command
-
-        return search_command(config, directory)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return run_command(args, started)
+    except user_errors() as e:
+        print(error_line(e), file=sys.stderr)
         return 2
 
 

@@ -25,8 +25,32 @@ class ConfigError(ValueError):
     """An invalid config: the message names the key path, the value and what is accepted."""
 
 
+MAX_VALUE_CHARS = 200  # how much of a value an error message shows
+
+
+def short_repr(value, limit: int = MAX_VALUE_CHARS) -> str:
+    """``repr(value)`` of at most ``limit`` characters (``...`` where cut),
+    computed without building the whole repr: a YAML alias bomb expands to
+    billions of characters. ``reprlib`` bounds the nesting depth (3) and the
+    items shown per level; the result is then cut to ``limit``."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+    text = shortener.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def short_text(error, limit: int = 2 * MAX_VALUE_CHARS) -> str:
+    """An exception's message (or any text) cut to ``limit`` characters."""
+    text = str(error)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _closest(name: str, candidates) -> str:
-    match = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.5)
+    if not isinstance(name, str):
+        return ""
+    match = difflib.get_close_matches(name[:MAX_VALUE_CHARS], list(candidates), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
@@ -53,7 +77,7 @@ def keyed_error(error: Exception, path: str, values: dict | None = None) -> Conf
 
 
 def _value_error(path: str, value, accepted: str) -> ConfigError:
-    return ConfigError(f"{path}={value!r}: {accepted}")
+    return ConfigError(f"{path}={short_repr(value)}: {accepted}")
 
 
 # --------------------------------------------------------------------------
@@ -89,6 +113,20 @@ POSITIVE = in_range(0.0, low_inclusive=False)
 NONNEGATIVE = in_range(0.0)
 AT_LEAST_ONE = in_range(1)
 FRACTION = in_range(0.0, 1.0)
+MAX_EVAL_CHUNK_SIZE = 2**20  # examples evaluated at once; more gains no speed, only memory
+
+
+def _check_seed(path, value):
+    """A seed is a 32-bit unsigned integer (what ``jax.random.key`` and NumPy's generators take)."""
+    if not 0 <= value < 2**32:
+        raise _value_error(path, value, "must be an integer in [0, 2**32), i.e. 0 to 4294967295")
+
+
+def _check_eval_chunk_size(path, value):
+    if not 1 <= value <= MAX_EVAL_CHUNK_SIZE:
+        raise _value_error(
+            path, value, f"must be an integer in [1, 2**20] (at most {MAX_EVAL_CHUNK_SIZE} examples evaluated at once)"
+        )
 
 
 def _checked(default, check=None, **kwargs):
@@ -119,11 +157,12 @@ SCHEDULES = {
 class DataConfig:
     """``name``: digits | spirals | noisy_function | npz (``path`` to a .npz) |
     idx (``path`` to a directory of MNIST-style IDX files). ``n``, ``num_classes``,
-    ``noise``: sizes of the synthetic sets."""
+    ``noise``: sizes of the synthetic sets. Only the keys the chosen loader
+    takes may be written (``experiment.builders.dataset_keys``)."""
 
     name: str = _checked("digits", one_of(DATASETS))
     path: str | None = None
-    seed: int = _checked(0, NONNEGATIVE)
+    seed: int = _checked(0, _check_seed)
     val_fraction: float = _checked(0.1, FRACTION)
     test_fraction: float = _checked(0.2, FRACTION)
     standardize: str = _checked("feature", one_of(*STANDARDIZE_MODES))
@@ -210,11 +249,11 @@ class TrainingConfig:
 
     epochs: int = _checked(10, AT_LEAST_ONE)
     batch_size: int = _checked(64, AT_LEAST_ONE)
-    seed: int = _checked(0, NONNEGATIVE)
+    seed: int = _checked(0, _check_seed)
     early_stopping: EarlyStoppingConfig | None = None
     augmentation: AugmentationConfig | None = None
     checkpoint_every: int = _checked(1, AT_LEAST_ONE)
-    eval_chunk_size: int = _checked(1024, AT_LEAST_ONE)
+    eval_chunk_size: int = _checked(1024, _check_eval_chunk_size)
     devices: Union[int, str] = _checked(1, _check_devices)
     progress: bool | None = None
     unroll: int = _checked(1, AT_LEAST_ONE)

@@ -100,3 +100,17 @@ def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: f
     save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
 
 
+def write_failed_outputs(error, config: Config, out_dir: str, seconds: float) -> None:
+    """A search that selected nothing (``error``, a
+    :class:`~functional_nn.experiment.search.NoFiniteSettingError`): the
+    config, the results table, every setting's history and a summary with
+    ``status: no_finite_setting`` and the message, so the failure can be read."""
+    os.makedirs(out_dir, exist_ok=True)
+    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
+    write("config.yaml", dump_config(config))
+    write(RESULTS_CSV, search_report.csv_text(error.rows))
+    write(RESULTS_MD, f"# Grid search: {config.name}\n\n**Nothing selected:** {error}\n\n" + search_report.markdown_table(error.rows))
+    summary = {"name": config.name, "status": "no_finite_setting", "message": str(error), "settings": len(error.rows), "wall_time_s": seconds}
+    write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(error.histories or []) for r in history]
+    write(HISTORY_FILE, "\n".join(lines) + "\n")
