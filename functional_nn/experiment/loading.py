@@ -13,6 +13,7 @@ import yaml
 
 from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
+from functional_nn.experiment.packaged_configs import resolve_config_path
 from functional_nn.experiment.schema import (
     Config,
     ConfigError,
@@ -139,9 +140,10 @@ def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Confi
 
 
 def load_config(path: str, overrides=()) -> Config:
-    """Read and validate a YAML config file; ``overrides`` as for :func:`apply_overrides`."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
+    """Read and validate a YAML config file, or a packaged config by NAME
+    (:func:`~functional_nn.experiment.packaged_configs.resolve_config_path`);
+    ``overrides`` as for :func:`apply_overrides`."""
+    path = resolve_config_path(path)
     with open(path) as f:
         try:
             raw = yaml.safe_load(f)
