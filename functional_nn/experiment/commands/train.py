@@ -10,7 +10,7 @@ import time
 from functional_nn.experiment import run_dir
 from functional_nn.experiment.builders import build_augment, build_early_stopping, build_experiment
 from functional_nn.experiment.loading import check_batch_size, dump_config
-from functional_nn.experiment.plots import plot_learning_curves
+from functional_nn.experiment import plots
 from functional_nn.experiment.run_dir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -103,7 +103,10 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
     test = (
         {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
     )
-    plot_learning_curves(history, os.path.join(directory, PLOT_FILE), title=config.name)
+    if plots.plotting_available():
+        plots.plot_learning_curves(history, os.path.join(directory, PLOT_FILE), title=config.name)
+    else:
+        plots.note_plots_skipped()
     summary = run_dir.run_summary(config, history, test, time.perf_counter() - started)
     run_dir.write_json(os.path.join(directory, SUMMARY_FILE), summary)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
