@@ -7,10 +7,9 @@ import os
 import sys
 import time
 
-from functional_nn.experiment import run_dir
+from functional_nn.experiment import plots, run_dir
 from functional_nn.experiment.builders import build_augment, build_early_stopping, build_experiment
 from functional_nn.experiment.loading import check_batch_size, dump_config
-from functional_nn.experiment import plots
 from functional_nn.experiment.run_dir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
