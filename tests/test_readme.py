@@ -17,8 +17,8 @@ Rules (a README section that adds code must follow them):
    use what an earlier one wrote (``runs/<name>/``). They run in this process
    through ``functional_nn.__main__.main``; each must exit with 0.
 4. **Allowed changes.** To keep the suite fast, ``train`` and ``search`` get
-   ``--set training.epochs=1 --no-progress --no-compile-cache`` appended;
-   nothing else of a command is changed.
+   ``--set training.epochs=1 --no-compile-cache`` appended (and ``train``
+   ``--no-progress``); nothing else of a command is changed.
 5. **Skipping.** A command is not run when, in prose, the markdown line where
    it starts holds ``<!-- not run: REASON -->``, or, in a bash block, the
    command (its last line when continued) ends with ``# not run: REASON``: use it for
@@ -42,7 +42,7 @@ from tests.conftest import REPO_ROOT
 README = REPO_ROOT / "README.md"
 COMMAND = "python -m functional_nn"
 SKIP = re.compile(r"<!--\s*not run:\s*(\S[^>]*?)\s*-->|#\s*not run:\s*(\S.*?)\s*$")
-FAST = ["--set", "training.epochs=1", "--no-progress", "--no-compile-cache"]
+FAST = ["--set", "training.epochs=1", "--no-compile-cache"]
 
 
 def fenced_blocks(text: str) -> list:
@@ -77,7 +77,7 @@ def readme_commands(text: str) -> list:
         joined = re.sub(r"\\\n\s*", " ", body)
         for number, line in enumerate(joined.splitlines()):
             if COMMAND in line:
-                found.append((first + number + 1, line[line.index(COMMAND) :].strip(), _skip_reason(line)))
+                found.append((first + number + 1, " ".join(line[line.index(COMMAND) :].split()), _skip_reason(line)))
     prose = _outside_fences(text)
     for match in re.finditer(r"`([^`]+)`", prose):
         span = " ".join(match.group(1).split())
@@ -95,7 +95,8 @@ def _skip_reason(line: str):
 def command_arguments(command: str) -> list:
     """The arguments ``main`` gets for a README command (rule 4)."""
     arguments = shlex.split(command, comments=True)[len(COMMAND.split()) :]
-    return arguments + (FAST if arguments and arguments[0] in ("train", "search") else [])
+    command = arguments[0] if arguments else None
+    return arguments + (FAST if command in ("train", "search") else []) + (["--no-progress"] if command == "train" else [])
 
 
 TEXT = README.read_text()
@@ -119,7 +120,8 @@ def test_the_rules_find_commands_in_blocks_and_wrapped_inline_code():
         (5, "python -m functional_nn train a --set x=1", None),
         (9, "python -m functional_nn eval b", "needs b"),
     ]
-    assert command_arguments("python -m functional_nn train a --set x=1") == ["train", "a", "--set", "x=1", *FAST]
+    assert command_arguments("python -m functional_nn train a --set x=1") == ["train", "a", "--set", "x=1", *FAST, "--no-progress"]
+    assert command_arguments("python -m functional_nn configs") == ["configs"]
 
 
 @pytest.mark.parametrize("line, code", python_blocks(TEXT), ids=lambda v: f"line{v}" if isinstance(v, int) else "")
