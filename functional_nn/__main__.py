@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         return run_configs(args)
     if getattr(args, "distributed", False):
         initialize_distributed(args)
-    if args.compile_cache:
+    if getattr(args, "compile_cache", True):  # every command but configs has --no-compile-cache
         from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
 
         if compile_cache_wanted():
