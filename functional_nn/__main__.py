@@ -1,4 +1,10 @@
-"""Command line: ``python -m functional_nn {train,eval,search} CONFIG [--set k=v ...]``.
+"""Command line: ``python -m functional_nn {train,eval,search} CONFIG [--set k=v ...]``
+and ``python -m functional_nn configs [NAME] [--reference]``.
+
+CONFIG is a YAML file or the NAME of a config shipped in the package
+(``python -m functional_nn configs`` lists them). Runs use JAX's persistent
+compilation cache (``functional_nn.experiment.compile_cache``) unless
+``--no-compile-cache``.
 
 ``train`` writes ``runs/<name>/`` (or ``--out DIR``): ``config.yaml`` (the
 resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png``,
@@ -34,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_common(sub):
-        sub.add_argument("config", help="YAML config file (see configs/)")
+        sub.add_argument(
+            "config", help="YAML config file, or the NAME of a packaged config (python -m functional_nn configs)"
+        )
         sub.add_argument(
             "--set",
             dest="overrides",
@@ -48,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             metavar="DIR",
             help="run directory (default: runs/<name> under the current directory)",
+        )
+        sub.add_argument(
+            "--no-compile-cache",
+            dest="compile_cache",
+            action="store_false",
+            help="do not use JAX's persistent compilation cache (default: on, in $XDG_CACHE_HOME/functional_nn/jax "
+            "or ~/.cache/functional_nn/jax; $FUNCTIONAL_NN_CACHE_DIR sets the folder, FUNCTIONAL_NN_COMPILE_CACHE=0 "
+            "turns it off)",
         )
 
     train = commands.add_parser("train", help="train a model")
@@ -74,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="grid search over the config's search section")
     add_common(search)
+
+    configs = commands.add_parser("configs", help="list the packaged configs, print one, or the config reference")
+    configs.add_argument("name", nargs="?", default=None, help="print this packaged config (start your own from it)")
+    configs.add_argument(
+        "--reference", action="store_true", help="print the config reference: every key, type, default, meaning"
+    )
     return parser
 
 
@@ -159,11 +181,30 @@ def run_command(args, started: float) -> int:
         return search_command(config, directory)
 
 
+def run_configs(args) -> int:
+    """``configs``: the packaged configs or the reference (no JAX work)."""
+    from functional_nn.experiment import ConfigError
+    from functional_nn.experiment.commands.configs import configs_command
+
+    try:
+        return configs_command(args.name, reference=args.reference)
+    except ConfigError as e:
+        print(error_line(e), file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    if args.command == "configs":
+        return run_configs(args)
     if getattr(args, "distributed", False):
         initialize_distributed(args)
+    if getattr(args, "compile_cache", True):  # every command but configs has --no-compile-cache
+        from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
+
+        if compile_cache_wanted():
+            enable_compile_cache()
     try:
         return run_command(args, started)
     except user_errors() as e:

@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# CLI runs called in-process (main([...])) would turn on JAX's persistent
+# compilation cache in the user's ~/.cache for the rest of the test process;
+# tests/test_compile_cache.py turns it on where it tests it.
+os.environ.setdefault("FUNCTIONAL_NN_COMPILE_CACHE", "0")
 TINY_DIGITS = REPO_ROOT / "tests" / "data" / "tiny_digits.yaml"
 DEVICE_PROGRAMS = REPO_ROOT / "tests" / "device_programs"
 

@@ -15,6 +15,7 @@ from functional_nn.data.datasets import DATASETS
 from functional_nn.losses import LOSSES
 from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
+from functional_nn.experiment.packaged_configs import resolve_config_path
 from functional_nn.experiment.schema import (
     Config,
     ConfigError,
@@ -257,13 +258,15 @@ def read_config_text(path: str) -> str:
 
 
 def load_config(path: str, overrides=()) -> Config:
-    """Read and validate a YAML config file; ``overrides`` as for :func:`apply_overrides`.
+    """Read and validate a YAML config file or a packaged config by NAME
+    (:func:`~functional_nn.experiment.packaged_configs.resolve_config_path`); ``overrides`` as for :func:`apply_overrides`.
 
     Raises:
-      ConfigError: naming the file: unreadable (:func:`read_config_text`), not
+      ConfigError: naming the file: not a file nor a packaged config name, unreadable (:func:`read_config_text`), not
         valid YAML, a key written twice in one mapping (naming the key and both
         lines), or an invalid config (naming the key).
     """
+    path = resolve_config_path(path)
     text = read_config_text(path)
     try:
         raw = parse_yaml(text)

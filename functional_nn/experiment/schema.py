@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
-from functional_nn._validation import check_in_range
+from functional_nn._validation import check_in_range, _range_text
 from functional_nn.data.datasets import DATASETS, STANDARDIZE_MODES
 from functional_nn.losses import LOSSES
 
@@ -93,6 +93,7 @@ def in_range(low=-math.inf, high=math.inf, *, low_inclusive=True, high_inclusive
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
+    check.accepted = lambda: _range_text(low, high, low_inclusive, high_inclusive)
     return check
 
 
@@ -101,11 +102,15 @@ def one_of(*choices):
     ``Mapping``) as ``choices`` is read when checking, so names registered
     later are accepted."""
 
-    def check(path, value):
-        accepted = tuple(choices[0]) if len(choices) == 1 and isinstance(choices[0], Mapping) else choices
-        if value not in accepted:
-            raise _value_error(path, value, f"must be one of {', '.join(map(repr, accepted))}{_closest(value, accepted)}")
+    def accepted():
+        return tuple(choices[0]) if len(choices) == 1 and isinstance(choices[0], Mapping) else choices
 
+    def check(path, value):
+        if value not in accepted():
+            names = accepted()
+            raise _value_error(path, value, f"must be one of {', '.join(map(repr, names))}{_closest(value, names)}")
+
+    check.accepted = lambda: " | ".join(map(str, accepted()))
     return check
 
 
@@ -241,6 +246,9 @@ def _check_devices(path, value):
         raise _value_error(path, value, "must be 'all' or an integer >= 1")
 
 
+_check_devices.accepted = lambda: "all | an integer >= 1"
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """``devices``: ``all`` or a number of devices for data parallelism (1: none).
@@ -274,6 +282,53 @@ class Config:
 
 
 SECTIONS = {f.name for f in dataclasses.fields(Config)}
+
+# What each config key means, by its full path: the one table the config
+# reference (``python -m functional_nn configs --reference``) reads. A schema
+# field without an entry fails ``tests/test_configs_cmd.py``. The optimizer's
+# own hyperparameters, layer arguments and schedule arguments are read from the
+# registries' signatures instead.
+KEY_MEANINGS = {
+    "name": "the run's name: runs/<name>/ (default: the config file's name)",
+    "data.name": "the data set, a name of functional_nn.data.DATASETS (table below)",
+    "data.path": "the file (npz) or folder of IDX files (idx) to read; only for data sets that read files",
+    "data.seed": "seed of the shuffle that splits the examples into train/val/test (and of synthetic sets)",
+    "data.val_fraction": "fraction of the examples held out for validation (early stopping, search selection)",
+    "data.test_fraction": "fraction of the examples held out for the final test",
+    "data.standardize": "feature: per-feature mean/std of the training split; global: one mean/std; none: raw inputs",
+    "data.n": "number of examples of a synthetic data set (spirals: over all classes)",
+    "data.num_classes": "number of classes (arms) of the spirals data set",
+    "data.noise": "noise level of a synthetic data set",
+    "model.layers": "the network, a list of layers applied in order (functional_nn.layers.LAYERS, table below)",
+    "loss.name": "the divergence to minimise, a name of functional_nn.losses.LOSSES (table below)",
+    "optimizer.name": "the update rule, a name of functional_nn.optim.OPTIMIZERS (table below)",
+    "optimizer.learning_rate": "step size η (with a schedule: its initial or peak value)",
+    "optimizer.schedule": "an optax schedule of the learning rate: a name or {name: ..., arguments} (table below)",
+    "optimizer.clip": "clip every gradient component to [-clip, clip] (applied first)",
+    "optimizer.clip_by_norm": "rescale each gradient leaf to norm at most this value",
+    "optimizer.clip_by_global_norm": "rescale the whole gradient to global norm at most this value",
+    "optimizer.l2": "coupled L2 penalty λ: the gradient becomes g + λw on the leaves decay_mask selects",
+    "optimizer.decay_mask": "which leaves l2 and weight decay apply to: weights (leaves named w) or all",
+    "training.epochs": "maximum number of epochs (early stopping may end sooner)",
+    "training.batch_size": "examples per minibatch (the global batch when data parallel)",
+    "training.seed": "seed of the initial weights, the shuffles, dropout and augmentation",
+    "training.early_stopping": "stop when the monitored metric stops improving (null: train all epochs)",
+    "training.early_stopping.patience": "epochs without improvement before stopping (null: never stop)",
+    "training.early_stopping.min_delta": "smallest change that counts as an improvement",
+    "training.early_stopping.monitor": "the metric watched (and, in a search, the one settings are selected by)",
+    "training.early_stopping.mode": "min or max of the monitored metric is best (auto: max for accuracy)",
+    "training.early_stopping.restore_best": "end with the best epoch's parameters instead of the last epoch's",
+    "training.augmentation": "random changes to each training batch, inside the compiled epoch (null: none)",
+    "training.augmentation.shift": "random shift of images by up to this many pixels",
+    "training.augmentation.noise_std": "standard deviation of Gaussian noise added to the inputs",
+    "training.augmentation.flip": "random horizontal flips of images",
+    "training.checkpoint_every": "write the checkpoint every this many epochs (and at the end)",
+    "training.eval_chunk_size": "examples per evaluation chunk (bounds evaluation memory)",
+    "training.devices": "data parallelism over this many devices (all: every device; 1: none)",
+    "training.progress": "progress bar (null: a bar on a terminal, one line per epoch otherwise; false: silent)",
+    "training.unroll": "steps per iteration of the epoch's lax.scan (speed/compile-time trade)",
+    "search": "grid search: section.key paths mapped to lists of values (every combination is a setting)",
+}
 
 # --------------------------------------------------------------------------
 # generic parsing of a mapping into a dataclass

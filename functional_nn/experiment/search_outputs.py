@@ -95,7 +95,10 @@ def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: f
     write(SUMMARY_FILE, json.dumps(summary(result, config, seconds), indent=2) + "\n")
     lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(result.histories) for r in history]
     write(HISTORY_FILE, "\n".join(lines) + "\n")
-    write_plots(result, config, out_dir)
+    if plots.plotting_available():
+        write_plots(result, config, out_dir)
+    else:
+        plots.note_plots_skipped()
     state = result.best_train_state
     save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
 

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from functional_nn.experiment import run_dir
+from functional_nn.experiment import plots, run_dir
 from functional_nn.experiment.builders import (
     build_augment,
     build_data,
@@ -161,7 +161,10 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
     test = (
         {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
     )
-    files.write(PLOT_FILE, _plot_bytes(history, config.name))
+    if plots.plotting_available():
+        files.write(PLOT_FILE, _plot_bytes(history, config.name))
+    else:
+        plots.note_plots_skipped()
     summary = run_dir.run_summary(config, history, test, time.perf_counter() - started)
     run_dir.write_json(files.path(SUMMARY_FILE), summary)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
