@@ -120,7 +120,7 @@ def compare(claim: str, a, b, *, larger: bool, what: str, labels=("A", "B"), dig
     (mean_a, sd_a), (mean_b, sd_b) = mean_sd(a), mean_sd(b)
     effect = (mean_a - mean_b) if larger else (mean_b - mean_a)
     spread = sd_a + sd_b
-    evidence = f"{what}: {labels[0]} {pm(a, digits)}, {labels[1]} {pm(b, digits)}"
+    evidence = f"{what}: {labels[0]} {pm(a, digits)}, {labels[1]} {pm(b, digits)}; Δ = {effect:+.{digits}g} vs sd(A) + sd(B) = {spread:.{digits}g}"
     return Verdict(claim, outcome(effect, spread), f"Δ = {effect:+.{digits}g}", f"{spread:.{digits}g}", evidence)
 
 
@@ -128,18 +128,20 @@ def combine(claim: str, parts: list) -> Verdict:
     """A claim made of several comparisons: held if all held, did not hold if any did not, else inconclusive."""
     outcomes = [p.outcome for p in parts]
     result = HELD if all(o == HELD for o in outcomes) else NOT_HELD if NOT_HELD in outcomes else INCONCLUSIVE
-    return Verdict(claim, result, "; ".join(p.effect for p in parts), "; ".join(p.spread for p in parts),
+    return Verdict(claim, result, "; ".join(f"{p.claim}: {p.effect}" for p in parts), "; ".join(f"{p.claim}: {p.spread}" for p in parts),
                    "; ".join(f"{p.evidence} ({p.outcome})" for p in parts))
 
 
 def verdict_line(v: Verdict) -> str:
     """One plain line: the claim, its outcome, the effect against the spread and the numbers."""
-    return f"**Verdict: {v.outcome.upper()}.** {v.claim} — {v.effect} vs seed spread {v.spread}; {v.evidence}"
+    return f"**Verdict: {v.outcome.upper()}.** {v.claim} — {v.evidence}"
 
 
-def header(title: str, script: str, config: str | None, seconds: float, smoke: bool, seeds=SEEDS) -> str:
+def header(title: str, script: str, config, seconds: float, smoke: bool, seeds=SEEDS) -> str:
+    """The results file's title, how to reproduce it (``config``: a name, a list of names or None), the seeds and the rule."""
+    configs = [config] if isinstance(config, str) else list(config or [])
+    run = f"`python experiments/{script}`" + (" (config " + ", ".join(f"`configs/{c}`" for c in configs) + ")" if configs else "")
     lines = [f"# {title}", ""]
-    run = f"`python experiments/{script}`" + (f" (config `configs/{config}`)" if config else "")
     lines.append(f"Reproduce: {run}. Wall time {seconds:.0f} s on {os.cpu_count()} CPU cores.")
     lines.append("")
     lines.append(f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}), all in the same compiled program as the settings; "
