@@ -137,14 +137,15 @@ def verdict_line(v: Verdict) -> str:
     return f"**Verdict: {v.outcome.upper()}.** {v.claim} — {v.evidence}"
 
 
-def header(title: str, script: str, config, seconds: float, smoke: bool, seeds=SEEDS) -> str:
-    """The results file's title, how to reproduce it (``config``: a name, a list of names or None), the seeds and the rule."""
+def header(title: str, script: str, config, seconds: float, smoke: bool, seeds=SEEDS, *, seed_note: str = "") -> str:
+    """The results file's title, how to reproduce it (``config``: a name, a list of names or None), the seeds
+    (``seed_note`` says what a seed is where it is not a training seed) and the rule."""
     configs = [config] if isinstance(config, str) else list(config or [])
     run = f"`python experiments/{script}`" + (" (config " + ", ".join(f"`configs/{c}`" for c in configs) + ")" if configs else "")
     lines = [f"# {title}", ""]
     lines.append(f"Reproduce: {run}. Wall time {seconds:.0f} s on {os.cpu_count()} CPU cores.")
     lines.append("")
-    lines.append(f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}), all in the same compiled program as the settings; "
+    lines.append(f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}{seed_note}), all in the same compiled program as the settings; "
                  "every number is mean ± standard deviation over the seeds, and curves are drawn with ±1 sd bands.")
     lines.append("")
     lines.append(RULE)
