@@ -35,8 +35,7 @@ def summary_table(rows: list, link_prefix: str = "") -> str:
     """The markdown table: #, claim, verdict, effect size Δ, seed spread sd(A) + sd(B), link."""
     lines = ["| # | claim | verdict | effect size Δ | seed spread sd(A)+sd(B) | results |", "|---|---|---|---|---|---|"]
     for number, name, v in rows:
-        outcome = v["outcome"] if v["outcome"] != _common.HELD else "held"
-        bold = f"**{outcome}**" if v["outcome"] != _common.INCONCLUSIVE else outcome
+        bold = f"**{v['outcome']}**" if v["outcome"] != _common.INCONCLUSIVE else v["outcome"]
         cell = lambda text: text.replace("|", "\\|")  # noqa: E731
         lines.append(f"| {number} | {cell(v['claim'])} | {bold} | {cell(v['effect'])} | {cell(v['spread'])} | [{name}]({link_prefix}{name}.md) |")
     return "\n".join(lines) + "\n"
@@ -45,17 +44,18 @@ def summary_table(rows: list, link_prefix: str = "") -> str:
 def main(argv=None) -> int:
     args = _common.parse_args(__doc__.splitlines()[0], argv)
     passed = (["--smoke"] if args.smoke else []) + ["--out", args.out]
-    seconds = {}
+    seconds, cpu_started = {}, time.process_time()
     for name in EXPERIMENTS:
         _common.log(f"== {name}")
         started = time.perf_counter()
         if importlib.import_module(name).main(passed) != 0:
             return 1
         seconds[name] = time.perf_counter() - started
-    total = sum(seconds.values())
+    total, cpu = sum(seconds.values()), time.process_time() - cpu_started
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else float("nan")
     text = "# Summary of the experiments\n\n"
-    text += (f"`python experiments/run_all.py`: all six in {total:.0f} s on {os.cpu_count()} CPU cores ("
-             + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + "). "
+    text += (f"`python experiments/run_all.py`: all six in {total:.0f} s wall, {cpu:.0f} s of CPU time, on {os.cpu_count()} CPU cores "
+             f"(5-minute load average at the end {load:.1f}; wall per experiment: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + "). "
              f"Every number is a mean over {len(_common.seeds(args.smoke))} seeds (experiment 1: random starting points).\n\n")
     if args.smoke:
         text += "**SMOKE RUN: tiny settings for the test suite; these numbers mean nothing.**\n\n"
