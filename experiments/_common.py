@@ -85,7 +85,9 @@ def mean_sd(values) -> tuple:
 def pm(values, digits: int = 3) -> str:
     """``values`` as 'mean ± sd'."""
     mean, sd = mean_sd(values)
-    return f"{mean:.{digits}g} ± {sd:.{digits}g}" if abs(mean) >= 100 or mean == 0 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    if abs(mean) >= 1e5:
+        return f"{mean:.{digits}g} ± {sd:.{digits}g}"
+    return f"{mean:.0f} ± {sd:.0f}" if abs(mean) >= 100 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def censored(epochs, limit: int) -> np.ndarray:

@@ -93,7 +93,7 @@ def rate_verdict(architecture: str, largest: dict, seeds: int) -> _common.Verdic
         result = _common.INCONCLUSIVE
     else:
         result = _common.HELD if with_bn > without else _common.NOT_HELD
-    effect = "n/a" if math.isnan(with_bn) or math.isnan(without) else f"×{with_bn / without:g}"
+    effect = "n/a" if math.isnan(with_bn) or math.isnan(without) else f"×{with_bn / without:.3g}"
     return _common.Verdict(f"{architecture} larger", result, effect, "stable in all seeds", evidence)
 
 
