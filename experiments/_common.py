@@ -10,14 +10,19 @@ mean nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from typing import NamedTuple
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 CONFIGS = os.path.join(ROOT, "configs")
+DPI = 80
 
 
 def parse_args(description: str, argv=None) -> argparse.Namespace:
@@ -55,16 +60,97 @@ def start_experiment(doc: str, config_name: str, smoke_overrides, argv=None):
     return args, config, build_data(config.data)
 
 
-def verdict(held: bool, claim: str, evidence: str) -> str:
-    """One plain line: whether the claim held on this data, and the numbers."""
-    word = "HELD" if held else "DID NOT HOLD"
-    return f"**Verdict: the claim {word}.** {claim} — {evidence}"
+# --------------------------------------------------------------------------
+# seeds, effect sizes and verdicts
+
+SEEDS = (0, 1, 2, 3, 4)
+SMOKE_SEEDS = (0, 1)
+HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive at this noise level"
+RULE = ("Verdict rule (every claim): with Δ the difference of the seed means in the claimed direction and "
+        "sd the standard deviation over seeds, the claim **held** if Δ > sd(A) + sd(B), **did not hold** if "
+        "Δ < −(sd(A) + sd(B)), and is **inconclusive at this noise level** otherwise.")
 
 
-def header(title: str, script: str, config: str | None, seconds: float, smoke: bool) -> str:
+def seeds(smoke: bool) -> list:
+    """The training seeds of a run: 5 (2 in a smoke run)."""
+    return list(SMOKE_SEEDS if smoke else SEEDS)
+
+
+def mean_sd(values) -> tuple:
+    """(mean, sample standard deviation) of ``values`` (sd 0 for one value)."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def pm(values, digits: int = 3) -> str:
+    """``values`` as 'mean ± sd'."""
+    mean, sd = mean_sd(values)
+    if abs(mean) >= 1e5:
+        return f"{mean:.{digits}g} ± {sd:.{digits}g}"
+    return f"{mean:.0f} ± {sd:.0f}" if abs(mean) >= 100 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def censored(epochs, limit: int) -> np.ndarray:
+    """Epochs to a target with 'never' (inf) counted as ``limit + 1``, so that means and sds exist."""
+    epochs = np.asarray(epochs, np.float64)
+    return np.where(np.isfinite(epochs), epochs, limit + 1.0)
+
+
+class Verdict(NamedTuple):
+    """A claim's outcome (:data:`HELD`, :data:`NOT_HELD` or :data:`INCONCLUSIVE`), its effect size Δ
+    and the seed spread sd(A) + sd(B) it was judged against (both as text), and the numbers behind it."""
+
+    claim: str
+    outcome: str
+    effect: str
+    spread: str
+    evidence: str
+
+
+def outcome(effect: float, spread: float) -> str:
+    """The rule (:data:`RULE`): held if Δ > spread, did not hold if Δ < −spread, else inconclusive."""
+    if effect > spread:
+        return HELD
+    return NOT_HELD if effect < -spread else INCONCLUSIVE
+
+
+def compare(claim: str, a, b, *, larger: bool, what: str, labels=("A", "B"), digits: int = 3) -> Verdict:
+    """The claim 'A is larger (``larger``) / smaller than B' judged on seed samples ``a`` and ``b``.
+
+    Δ = mean(a) − mean(b) (``larger``) or mean(b) − mean(a), spread = sd(a) + sd(b).
+    """
+    (mean_a, sd_a), (mean_b, sd_b) = mean_sd(a), mean_sd(b)
+    effect = (mean_a - mean_b) if larger else (mean_b - mean_a)
+    spread = sd_a + sd_b
+    evidence = f"{what}: {labels[0]} {pm(a, digits)}, {labels[1]} {pm(b, digits)}; Δ = {effect:+.{digits}g} vs sd(A) + sd(B) = {spread:.{digits}g}"
+    return Verdict(claim, outcome(effect, spread), f"Δ = {effect:+.{digits}g}", f"{spread:.{digits}g}", evidence)
+
+
+def combine(claim: str, parts: list) -> Verdict:
+    """A claim made of several comparisons: held if all held, did not hold if any did not, else inconclusive."""
+    outcomes = [p.outcome for p in parts]
+    result = HELD if all(o == HELD for o in outcomes) else NOT_HELD if NOT_HELD in outcomes else INCONCLUSIVE
+    return Verdict(claim, result, "; ".join(f"{p.claim}: {p.effect}" for p in parts), "; ".join(f"{p.claim}: {p.spread}" for p in parts),
+                   "; ".join(f"{p.evidence} ({p.outcome})" for p in parts))
+
+
+def verdict_line(v: Verdict) -> str:
+    """One plain line: the claim, its outcome, the effect against the spread and the numbers."""
+    return f"**Verdict: {v.outcome.upper()}.** {v.claim} — {v.evidence}"
+
+
+def header(title: str, script: str, config, seconds: float, smoke: bool, seeds=SEEDS, *, seed_note: str = "") -> str:
+    """The results file's title, how to reproduce it (``config``: a name, a list of names or None), the seeds
+    (``seed_note`` says what a seed is where it is not a training seed) and the rule."""
+    configs = [config] if isinstance(config, str) else list(config or [])
+    run = f"`python experiments/{script}`" + (" (config " + ", ".join(f"`configs/{c}`" for c in configs) + ")" if configs else "")
     lines = [f"# {title}", ""]
-    run = f"`python experiments/{script}`" + (f" (config `configs/{config}`)" if config else "")
     lines.append(f"Reproduce: {run}. Wall time {seconds:.0f} s on {os.cpu_count()} CPU cores.")
+    lines.append("")
+    lines.append(f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}{seed_note}), all in the same compiled program as the settings; "
+                 "every number is mean ± standard deviation over the seeds, and curves are drawn with ±1 sd bands.")
+    lines.append("")
+    lines.append(RULE)
     if smoke:
         lines.append("")
         lines.append("**SMOKE RUN: tiny settings for the test suite; these numbers mean nothing.**")
@@ -78,13 +164,13 @@ def write_text(out: str, name: str, text: str) -> str:
     return path
 
 
-def write_report(out: str, name: str, text: str, verdicts, *, spacing: str = "\n\n") -> str:
-    """``text`` followed by one verdict line per (held, claim, evidence), each ended by ``spacing``,
-    written to ``<name>.md`` in ``out``; the verdict lines are printed too."""
-    for held, claim, evidence in verdicts:
-        line = verdict(held, claim, evidence)
-        text += line + spacing
-        print(line)
+def write_report(out: str, name: str, text: str, verdicts) -> str:
+    """``text`` followed by one line per :class:`Verdict`, written to ``<name>.md`` in ``out``
+    (printed too); the verdicts also go to ``<name>.verdicts.json`` for ``run_all.py``'s summary."""
+    for v in verdicts:
+        text += verdict_line(v) + "\n\n"
+        print(verdict_line(v))
+    write_text(out, f"{name}.verdicts.json", json.dumps([v._asdict() for v in verdicts], ensure_ascii=False, indent=1))
     return write_text(out, f"{name}.md", text)
 
 
@@ -105,13 +191,13 @@ def panel_row(count: int):
 
 
 def finish_panels(fig, panels, title: str, path: str, *, legends=None, legend_fontsize: float = 8) -> None:
-    """Grid on every panel, a legend on each of ``legends`` (default: every panel), the title; saved at 90 dpi."""
+    """Grid on every panel, a legend on each of ``legends`` (default: every panel), the title; saved at DPI."""
     for axes in panels:
         axes.grid(alpha=0.3)
     for axes in panels if legends is None else legends:
         axes.legend(fontsize=legend_fontsize)
     fig.suptitle(title)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
 
 
 class Timer:

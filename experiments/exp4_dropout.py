@@ -1,10 +1,12 @@
-"""Experiment 4: dropout, the train/validation gap, and its two implementations.
+"""Experiment 4: dropout, the train/validation gap, and its two implementations, 5 seeds.
 
-``configs/exp_dropout.yaml``: a 64-256-256-10 ReLU MLP (large enough to overfit
-digits) trained 60 epochs with Adam, a 3 × 3 grid of the two dropout rates
-trained at once (the rates are traced), once with ``mode: inverted`` and once
-with ``mode: scale_at_test``. Every number is measured on the last epoch's
-weights in eval mode.
+``configs/exp_dropout.yaml``: a wide 64-512-512-10 ReLU MLP on a small training
+set (359 digits, no augmentation) trained 80 epochs with Adam — a setting where
+it overfits — over a 2 × 2 grid of the two dropout rates {0, 0.5} × 5 training
+seeds (rates traced: one program), once with ``mode: inverted`` and once with
+``mode: scale_at_test``. ``configs/exp_dropout_cnn.yaml``: a small CNN with
+dropout {0, 0.5} before its last layer, same data and training. Every number is
+measured on the last epoch's weights in eval mode.
 
 Claims (the notes): dropout "forces the network to learn more robust models"
 (it reduces overfitting); the two implementations — scale the activations by
@@ -12,12 +14,17 @@ Claims (the notes): dropout "forces the network to learn more robust models"
 test time alone — are equivalent.
 
 Verdict rules, fixed before running:
-  (a) the generalisation gap (validation loss − training loss, eval mode) with
-      both rates 0.5 is smaller than without dropout, in both modes;
-  (b) inverted and scale-at-test dropout give the same test accuracy within 2
-      percentage points at every pair of rates; and for a scale-at-test network,
+  (a) the generalisation gap (validation loss − training loss, eval mode, last
+      epoch) is smaller with dropout (both rates 0.5; the CNN's rate 0.5) than
+      without: Δ = mean gap without − mean gap with over the 5 seeds; held if
+      Δ > sd(A) + sd(B), did not hold if Δ < −(sd(A) + sd(B)), inconclusive
+      otherwise. MLP: both modes must hold for "held" (either not holding makes
+      it "did not hold"); the CNN is a separate verdict.
+  (b) equivalence: at every rate pair the two modes' mean test accuracies differ
+      by at most max(0.02, sd(A) + sd(B)), and for every scale-at-test network
       pushing α into the next layer's weights (W_test = α W) gives the same
-      outputs as scaling the activations (max |Δ logit| < 1e-4).
+      outputs as scaling the activations (max |Δ logit| < 1e-4): held; otherwise
+      did not hold.
 """
 
 from __future__ import annotations
@@ -25,25 +32,24 @@ from __future__ import annotations
 import os
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 import _digits  # noqa: E402
+import _seeds  # noqa: E402
 
-from functional_nn.experiment import build_model, config_to_dict, parse_config  # noqa: E402
+from functional_nn.experiment import build_data, build_model, config_to_dict, parse_config  # noqa: E402
+from functional_nn.experiment.search import concrete_config  # noqa: E402
 from functional_nn.layers import fold_into_dense  # noqa: E402
-from functional_nn.experiment.search import concrete_config, evaluate_setting, grid_search, setting_train_state  # noqa: E402
-from functional_nn.experiment.plots import plot_heatmap  # noqa: E402
 from functional_nn.experiment.search_report import markdown_table  # noqa: E402
 
-CONFIG = "exp_dropout.yaml"
+CONFIG, CNN_CONFIG = "exp_dropout.yaml", "exp_dropout_cnn.yaml"
 NAME = "exp4_dropout"
 MODES = ("inverted", "scale_at_test")
-RATE_KEYS = ("model.layers.2.rate", "model.layers.5.rate")
-SMOKE = _common.tiny_overrides((0, 3), {"model.layers.2.rate": [0.5], "model.layers.5.rate": [0.5]})
+SMOKE = _common.tiny_overrides((0, 3), {"model.layers.2.rate": [0.0, 0.5], "model.layers.5.rate": [0.5]})
+CNN_SMOKE = [("training.epochs", 2), ("model.layers.1.out_channels", 2), ("model.layers.5.out_dim", 8)]
 
 
 def with_mode(config, mode: str):
@@ -51,98 +57,127 @@ def with_mode(config, mode: str):
     for layer in raw["model"]["layers"]:
         if layer["type"] == "dropout":
             layer["mode"] = mode
-    raw["search"] = config.search
     return parse_config(raw)
 
 
-def measure(result, config, data) -> list:
-    """Eval-mode metrics of every setting's last-epoch weights on the three splits."""
-    cache, rows = {}, []
-    for index, setting in enumerate(result.settings):
-        metrics = {split: evaluate_setting(result, config, index, getattr(data, split), cache=cache) for split in ("train", "val", "test")}
-        rows.append({
-            "rate 1": setting[RATE_KEYS[0]],
-            "rate 2": setting[RATE_KEYS[1]],
-            "train loss": metrics["train"]["loss"],
-            "val loss": metrics["val"]["loss"],
-            "loss gap": metrics["val"]["loss"] - metrics["train"]["loss"],
-            "train acc": metrics["train"]["accuracy"],
-            "val acc": metrics["val"]["accuracy"],
-            "acc gap": metrics["train"]["accuracy"] - metrics["val"]["accuracy"],
-            "test acc": metrics["test"]["accuracy"],
-        })
-    return rows
+def rates(result, index: int) -> tuple:
+    return tuple(v for k, v in result.settings[index].items() if k.endswith(".rate"))
 
 
-def folded_weights_difference(result, config, index: int, x) -> float:
-    """max |logits(scale activations by α) − logits(W_test = α W, no scaling)| of a scale-at-test network."""
-    setting_config = concrete_config(config, result.settings[index])
-    state = setting_train_state(result, index)
-    scaled, _ = build_model(setting_config.model).apply(state.params, state.model_state, x, train=False)
-    layers = setting_config.model.layers
+def measure(result, data) -> dict:
+    """(S, N) eval-mode metrics of every column's last-epoch weights: losses, accuracies and the gaps."""
+    cache = {}
+    out = {f"{split} {metric}": _seeds.evaluate_all(result, getattr(data, split), cache, metric)
+           for split in ("train", "val", "test") for metric in ("loss", "accuracy")}
+    out["loss gap"] = out["val loss"] - out["train loss"]
+    out["acc gap"] = out["train accuracy"] - out["val accuracy"]
+    return out
+
+
+def rows(result, measured: dict) -> list:
+    return [{"rates": ", ".join(f"{r:g}" for r in rates(result, i)), **{k: _common.pm(v[i]) for k, v in measured.items()}}
+            for i in range(len(result.settings))]
+
+
+def folded_weights_difference(result, index: int, seed_index: int, x) -> float:
+    """max |logits(scale activations by α) − logits(W_test = α W, no scaling)| of one scale-at-test network."""
+    config = concrete_config(result.config, result.settings[index])
+    state = _seeds.train_state(result, index, seed_index)
+    scaled, _ = build_model(config.model).apply(state.params, state.model_state, x, train=False)
     params = list(state.params)
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(config.model.layers):
         if layer.type == "dropout":
             params[i + 1] = fold_into_dense(params[i + 1], layer.args["rate"])
-    identity_dropout = with_mode(setting_config, "inverted")  # inverted dropout is the identity at test time
-    folded, _ = build_model(identity_dropout.model).apply(tuple(params), state.model_state, x, train=False)
+    identity = with_mode(config, "inverted")  # inverted dropout is the identity at test time
+    folded, _ = build_model(identity.model).apply(tuple(params), state.model_state, x, train=False)
     return float(jnp.max(jnp.abs(scaled - folded)))
 
 
-def plot(results: dict, measured: dict, path: str) -> None:
-    fig, (left, right) = _common.panel_row(2)
-    for mode, style in zip(MODES, ("-", "--")):
-        result = results[mode]
-        for index, setting in enumerate(result.settings):
-            if setting[RATE_KEYS[0]] == setting[RATE_KEYS[1]]:
-                epochs, train = _digits.curve(result, index, "train_loss")
-                _, val = _digits.curve(result, index, "val_loss")
-                label = f"{mode}, rates {setting[RATE_KEYS[0]]:g}"
-                left.plot(epochs, val, style, label=label)
-                right.plot(epochs, train, style, label=label)
-    left.set(yscale="log", xlabel="epoch", ylabel="validation loss (eval mode)")
-    right.set(yscale="log", xlabel="epoch", ylabel="training loss (train mode, dropout on)")
-    _common.finish_panels(fig, (left, right), "dropout on a 64-256-256-10 MLP (digits), equal rates in both layers", path, legend_fontsize=7)
+def gap_verdict(claim: str, result, measured: dict, label: str) -> _common.Verdict:
+    """Gap without dropout (all rates 0) vs with (all rates at their largest value)."""
+    all_rates = [rates(result, i) for i in range(len(result.settings))]
+    without = all_rates.index(tuple(min(r) for r in zip(*all_rates)))
+    with_dropout = all_rates.index(tuple(max(r) for r in zip(*all_rates)))
+    top = ", ".join(f"{r:g}" for r in all_rates[with_dropout])
+    return _common.compare(claim, measured["loss gap"][without], measured["loss gap"][with_dropout], larger=True,
+                           what=f"{label} validation − training loss", labels=("without dropout", f"with rates {top}"))
+
+
+def equivalence_verdict(results: dict, measured: dict, fold_difference: float) -> _common.Verdict:
+    a, b = (measured[mode]["test accuracy"] for mode in MODES)
+    differences = np.abs(a.mean(axis=1) - b.mean(axis=1))
+    allowed = np.maximum(0.02, a.std(axis=1, ddof=1) + b.std(axis=1, ddof=1))
+    held = bool(np.all(differences <= allowed)) and fold_difference < 1e-4
+    worst = int(np.argmax(differences - allowed))
+    return _common.Verdict(
+        "Inverted and scale-at-test dropout give the same eval accuracy", _common.HELD if held else _common.NOT_HELD,
+        f"largest |Δ test acc| {differences.max():.4f}", f"allowed max(0.02, sd sum) = {allowed[worst]:.4f} at the tightest pair",
+        f"|difference of mean test accuracies| per rate pair: " + ", ".join(f"({', '.join(f'{r:g}' for r in rates(results['inverted'], i))}) {d:.4f} (allowed {m:.4f})"
+                                                                           for i, (d, m) in enumerate(zip(differences, allowed)))
+        + f"; W_test = αW vs scaling activations: max |Δ logit| over all scale-at-test networks {fold_difference:.2e} (rule < 1e-4)")
+
+
+def plot(results: dict, path: str) -> None:
+    fig, panels = _common.panel_row(3)
+    for (label, result), style in zip(results.items(), ("-", "--", ":")):
+        train, val = _seeds.curves(result, "train_loss"), _seeds.curves(result, "val_loss")
+        for i in range(len(result.settings)):
+            if len(set(rates(result, i))) == 1:
+                name = f"{label}, rates {rates(result, i)[0]:g}"
+                _digits.band(panels[0 if label != "CNN" else 2], val[i], name, style=style)
+                _digits.band(panels[1], train[i], name, style=style)
+    panels[0].set(yscale="log", xlabel="epoch", ylabel="MLP validation loss (eval mode)")
+    panels[1].set(yscale="log", xlabel="epoch", ylabel="training loss (train mode, dropout on)")
+    panels[2].set(yscale="log", xlabel="epoch", ylabel="CNN validation loss (eval mode)")
+    _common.finish_panels(fig, panels, "dropout: 359 training digits, 80 epochs of Adam (mean ± sd over seeds)", path, legend_fontsize=7)
+
+
+def plot_gaps(results: dict, measured: dict, path: str) -> None:
+    fig = _common.figure(8, 4.5)
+    axes = fig.subplots()
+    labels, position = [], 0
+    for label, result in results.items():
+        for i in range(len(result.settings)):
+            gap = measured[label]["loss gap"][i]
+            axes.errorbar([position], [gap.mean()], [gap.std(ddof=1)], marker="o", capsize=3, color="tab:blue" if label != "CNN" else "tab:orange")
+            labels.append(f"{label}\n" + ", ".join(f"{r:g}" for r in rates(result, i)))
+            position += 1
+    axes.set_xticks(range(position), labels, fontsize=7)
+    axes.set(ylabel="validation − training loss (eval mode)", title="generalisation gap by dropout rates (mean ± sd over seeds)")
+    axes.grid(alpha=0.3)
+    fig.savefig(path, dpi=_common.DPI)
 
 
 def main(argv=None) -> int:
-    args, base, data = _common.start_experiment(__doc__, CONFIG, SMOKE, argv)
-    results, measured, configs = {}, {}, {}
+    args = _common.parse_args(__doc__.splitlines()[0], argv)
+    seeds = _common.seeds(args.smoke)
+    base = _common.load(CONFIG, smoke_overrides=SMOKE, smoke=args.smoke)
+    cnn = _common.load(CNN_CONFIG, smoke_overrides=CNN_SMOKE, smoke=args.smoke)
+    data = build_data(base.data)
+    results, measured = {}, {}
     with _common.Timer() as timer:
         for mode in MODES:
-            configs[mode] = with_mode(base, mode)
-            results[mode] = grid_search(configs[mode], data=data, progress=False)
-            measured[mode] = measure(results[mode], configs[mode], data)
-        fold_difference = max(folded_weights_difference(results["scale_at_test"], configs["scale_at_test"], i, data.test.x)
-                              for i in range(len(results["scale_at_test"].settings)))
-    plot(results, measured, os.path.join(args.out, f"{NAME}.png"))
-    for mode in MODES:
-        plot_heatmap(measured[mode], "rate 1", "rate 2", "loss gap", os.path.join(args.out, f"{NAME}_gap_{mode}.png"), title=f"val − train loss ({mode})")
+            results[mode] = _seeds.seeded_search(with_mode(base, mode), seeds, data=data)
+        results["CNN"] = _seeds.seeded_search(cnn, seeds, data=data)
+        measured = {label: measure(result, data) for label, result in results.items()}
+        scale = results["scale_at_test"]
+        fold_difference = max(folded_weights_difference(scale, i, n, data.test.x) for i in range(len(scale.settings)) for n in range(len(seeds)))
+    plot(results, os.path.join(args.out, f"{NAME}.png"))
+    plot_gaps(results, measured, os.path.join(args.out, f"{NAME}_gaps.png"))
 
-    def find(mode, r1, r2):
-        return next((r for r in measured[mode] if r["rate 1"] == r1 and r["rate 2"] == r2), None)
-
-    rates = sorted({r["rate 1"] for r in measured["inverted"]} | {r["rate 2"] for r in measured["inverted"]})
-    low, high = rates[0], rates[-1]
-    gaps = {mode: (find(mode, low, low), find(mode, high, high)) for mode in MODES}
-    gap_held = all(a is not None and b is not None and b["loss gap"] < a["loss gap"] for a, b in gaps.values())
-    gap_text = "; ".join(f"{mode}: {a['loss gap']:.3f} without → {b['loss gap']:.3f} with rates {high:g}" for mode, (a, b) in gaps.items() if a and b)
-    differences = [abs(a["test acc"] - b["test acc"]) for a, b in zip(measured["inverted"], measured["scale_at_test"])]
-    same_held = max(differences) <= 0.02 and fold_difference < 1e-4
-    comparison = [{"rate 1": a["rate 1"], "rate 2": a["rate 2"], "test acc inverted": a["test acc"], "test acc scale_at_test": b["test acc"],
-                   "|difference|": abs(a["test acc"] - b["test acc"])} for a, b in zip(measured["inverted"], measured["scale_at_test"])]
     verdicts = [
-        (gap_held, "Dropout reduces the train/validation gap", f"validation − training loss (eval mode, last epoch): {gap_text}"),
-        (same_held, "Inverted and scale-at-test dropout give the same eval accuracy",
-         f"largest test-accuracy difference over the {len(differences)} rate pairs {max(differences):.4f} (rule: ≤ 0.02); "
-         f"W_test = αW vs scaling activations: max |Δ logit| over all scale-at-test networks = {fold_difference:.2e}"),
+        _common.combine("Dropout reduces the train/validation gap (MLP)",
+                        [gap_verdict(f"MLP {mode}", results[mode], measured[mode], f"MLP {mode}") for mode in MODES]),
+        gap_verdict("Dropout reduces the train/validation gap (CNN)", results["CNN"], measured["CNN"], "CNN"),
+        equivalence_verdict(results, measured, fold_difference),
     ]
-    text = _common.header("Experiment 4: dropout", "exp4_dropout.py", CONFIG, timer.seconds, args.smoke)
-    text += (f"Grid of the two layers' dropout rates ({len(results['inverted'].settings)} settings trained at once per mode), "
-             f"{base.training.epochs} epochs of Adam, no early stopping; metrics of the last epoch's weights in eval mode.\n\n")
-    for mode in MODES:
-        text += f"## mode: {mode}\n\n" + markdown_table(measured[mode]) + f"\n![gap]({NAME}_gap_{mode}.png)\n\n"
-    text += "## inverted vs scale at test\n\n" + markdown_table(comparison) + f"\n![curves]({NAME}.png)\n\n"
+    text = _common.header("Experiment 4: dropout", "exp4_dropout.py", [CONFIG, CNN_CONFIG], timer.seconds, args.smoke, seeds)
+    text += (f"{len(data.train.x)} training examples, no augmentation, {base.training.epochs} epochs of Adam, no early stopping; "
+             f"each grid ({len(results['inverted'].settings)} MLP rate pairs per mode, {len(results['CNN'].settings)} CNN rates) × {len(seeds)} seeds "
+             "trained at once; metrics of the last epoch's weights in eval mode.\n\n")
+    for label in results:
+        text += f"## {'MLP, mode: ' + label if label in MODES else 'CNN (inverted dropout)'}\n\n" + markdown_table(rows(results[label], measured[label])) + "\n"
+    text += f"![gaps]({NAME}_gaps.png)\n\n![curves]({NAME}.png)\n\n"
     _common.write_report(args.out, NAME, text, verdicts)
     return 0
 

@@ -1,0 +1,181 @@
+"""Training seeds as one more vmapped axis: every setting × seed of a grid in one compiled program.
+
+:func:`functional_nn.train.run_grid` trains the S settings of a grid at once
+from one shared key. :func:`run_grid_seeds` trains them with N seeds: its
+grid axis holds S·N columns, column c = n·S + s being setting s trained with
+seed n, and each column carries its own key, so it starts from its own initial
+weights and sees its own shuffles and dropout masks — what N separate
+``run_grid(..., key=jax.random.key(seed_n))`` calls give (the smoke test
+checks this), in one program. It reuses the grid engine's pieces
+(``make_setting_epoch``, ``init_grid_carry``, its epoch loop and summary);
+only the key gets a grid axis. When ``run_grid`` takes a batch of keys itself,
+:func:`run_grid_seeds` becomes that call.
+
+:func:`seeded_search` is the config-level driver (the grid of a config's
+``search`` section, structural keys in separate programs as in
+:func:`functional_nn.experiment.search.grid_search`), and the accessors below
+return (settings, seeds[, epochs]) arrays for the tables and plots.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_nn.experiment import builders
+from functional_nn.experiment.search import concrete_config, expand_grid, group_config, group_settings, make_build, selection_rule, split_hparams, split_keys, validate_grid
+from functional_nn.train import make_evaluate
+from functional_nn.train.early_stopping import EarlyStopping, validate_early_stopping
+from functional_nn.train.search_engine import GridProgram, GridRun, _train_epochs, check_hparams, init_grid_carry, kept_train_state, make_setting_epoch, validation_chunks
+
+
+def stack_seed_carries(carries: list, size: int):
+    """One carry with S·N columns from N single-seed carries of S columns each;
+    each seed's shared key is repeated over its S columns."""
+    keys = jnp.concatenate([jnp.broadcast_to(c.train_state.key, (size,)) for c in carries])
+    without_keys = [c._replace(train_state=c.train_state._replace(key=None)) for c in carries]
+    stacked = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *without_keys)
+    return stacked._replace(train_state=stacked.train_state._replace(key=keys))
+
+
+def compile_seeded_epoch(build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1) -> GridProgram:
+    """The grid engine's one-setting epoch, vmapped over columns that each carry their own key."""
+    epoch = make_setting_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
+    return GridProgram(jax.jit(jax.vmap(epoch, in_axes=(0, 0, None, None, None, None)), donate_argnums=(1,)), None)
+
+
+def run_grid_seeds(build, hparams: dict, seeds, train, val, *, batch_size: int, epochs: int,
+                   early_stopping: EarlyStopping | None = None, augment=None, eval_chunk_size: int = 1024, unroll: int = 1) -> GridRun:
+    """``run_grid`` over settings × seeds: a :class:`GridRun` whose column n·S + s is setting s with seed n.
+
+    Arguments:
+      build, hparams, train, val, batch_size, epochs, early_stopping, augment, eval_chunk_size, unroll:
+        as :func:`functional_nn.train.run_grid`.
+      seeds: N integer seeds; seed n's columns start from ``jax.random.key(seeds[n])``.
+
+    Raises:
+      ValueError: no seeds, or a ``run_grid`` argument is invalid (named).
+    """
+    seeds = [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("seeds=[]: give at least one training seed")
+    rule = validate_early_stopping(early_stopping or EarlyStopping(patience=None))
+    hparams = {name: np.asarray(v, np.float32) for name, v in hparams.items()}
+    size = check_hparams(hparams)
+    x, targets = np.asarray(train.x), np.asarray(train.y)
+    input_shape = (batch_size,) + x.shape[1:]
+    carry = stack_seed_carries([init_grid_carry(build, hparams, jax.random.key(seed), input_shape) for seed in seeds], size)
+    columns = {name: np.tile(v, len(seeds)) for name, v in hparams.items()}
+    program = compile_seeded_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
+    chunks = validation_chunks(val.x, val.y, eval_chunk_size)
+    return _train_epochs(program, columns, carry, x, targets, chunks, epochs, rule, size * len(seeds), False)
+
+
+# --------------------------------------------------------------------------
+# config level
+
+
+class SeededSearch(NamedTuple):
+    """Every setting of a config's grid trained with every seed.
+
+    ``settings[i]`` is setting i's grid values; ``seeds[n]`` seed n; group g
+    (``groups[g]``, a search ``Group`` of settings sharing structural values)
+    was trained by ``runs[g]``; ``config`` is the config the grid was over.
+    """
+
+    config: Any
+    settings: list
+    seeds: list
+    groups: list
+    runs: list
+
+
+def seeded_search(config, seeds, grid: dict | None = None, *, data) -> SeededSearch:
+    """Train every setting of ``grid`` (default ``config.search``) with every seed in ``seeds``.
+
+    Traced keys train together and structural keys split the grid into
+    programs, as in ``grid_search``; nothing is selected here (the experiments
+    select on the seed means of validation values).
+    """
+    grid = validate_grid(config, grid)
+    settings = expand_grid(grid)
+    traced, structural = split_keys(grid, config.model)
+    groups, runs = group_settings(settings, structural), []
+    for group in groups:
+        group_cfg = group_config(config, group.structural)
+        runs.append(_run_group(group_cfg, traced, [settings[i] for i in group.indices], seeds, data))
+    return SeededSearch(config, settings, [int(s) for s in seeds], groups, runs)
+
+
+def _run_group(config, traced: dict, settings: list, seeds, data) -> GridRun:
+    optimizer_hparams, model_hparams = split_hparams(traced, settings)
+    hparams = {f"optimizer:{n}": v for n, v in optimizer_hparams.items()}
+    hparams.update({f"model:{n}": v for n, v in model_hparams.items()})
+    if not hparams:
+        hparams = {"_unused": np.zeros(len(settings), np.float32)}
+    training = config.training
+    return run_grid_seeds(
+        make_build(config, optimizer_hparams, model_hparams), hparams, seeds, data.train, data.val,
+        batch_size=training.batch_size, epochs=training.epochs, early_stopping=selection_rule(config),
+        augment=builders.build_augment(training, data.image_shape), eval_chunk_size=training.eval_chunk_size, unroll=training.unroll,
+    )
+
+
+def locate(result: SeededSearch, index: int, seed_index: int) -> tuple:
+    """(run, column) of setting ``index`` trained with ``seeds[seed_index]``."""
+    for group, run in zip(result.groups, result.runs):
+        if index in group.indices:
+            return run, seed_index * len(group.indices) + group.indices.index(index)
+    raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
+
+
+def final(result: SeededSearch, field: str) -> np.ndarray:
+    """(S, N) array of a :class:`GridRun` per-column field (``best_value``, ``best_epoch``, ``epochs_run``, ``diverged``, ``stopped_early``)."""
+    return np.array([[getattr(run, field)[column] for run, column in (locate(result, i, n) for n in range(len(result.seeds)))]
+                     for i in range(len(result.settings))])
+
+
+def curves(result: SeededSearch, metric: str) -> np.ndarray:
+    """(S, N, E) learning curves of ``metric`` (``train_loss``, ``val_accuracy``, ...); NaN after a column stopped."""
+    epochs = max(len(run.active) for run in result.runs)
+    out = np.full((len(result.settings), len(result.seeds), epochs), np.nan)
+    for i in range(len(result.settings)):
+        for n in range(len(result.seeds)):
+            run, column = locate(result, i, n)
+            active = run.active[:, column]
+            out[i, n, :len(active)][active] = run.history[metric][active, column]
+    return out
+
+
+def epochs_to_reach(result: SeededSearch, metric: str, target: float) -> np.ndarray:
+    """(S, N) first epoch whose ``metric`` reaches ``target`` (≥), ``inf`` where never."""
+    values = curves(result, metric)
+    reached = values >= target
+    first = np.argmax(reached, axis=-1) + 1.0
+    return np.where(reached.any(axis=-1), first, math.inf)
+
+
+def train_state(result: SeededSearch, index: int, seed_index: int):
+    """The train state column (setting ``index``, seed ``seed_index``) kept: best epoch's weights with ``restore_best``, else its last."""
+    run, column = locate(result, index, seed_index)
+    state = kept_train_state(run.carry, column)
+    return state._replace(key=run.carry.train_state.key[column])
+
+
+def evaluate(result: SeededSearch, index: int, seed_index: int, split, cache: dict) -> dict:
+    """Eval-mode metrics (``loss``, ``accuracy``) of one column on ``split``; ``cache`` reuses compiled evaluations."""
+    config = concrete_config(result.config, result.settings[index])
+    key = repr((config.model, config.loss))
+    if key not in cache:
+        cache[key] = make_evaluate(builders.build_model(config.model), builders.build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
+    return cache[key](train_state(result, index, seed_index), split.x, split.y)
+
+
+def evaluate_all(result: SeededSearch, split, cache: dict, metric: str) -> np.ndarray:
+    """(S, N) eval-mode ``metric`` of every column on ``split``."""
+    return np.array([[evaluate(result, i, n, split, cache)[metric] for n in range(len(result.seeds))] for i in range(len(result.settings))])
+
