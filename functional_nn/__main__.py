@@ -1,4 +1,4 @@
-"""Command line: ``python -m functional_nn {train,eval,search} CONFIG [--set k=v ...]``.
+"""Command line: ``python -m functional_nn {train,eval,predict,search} ...`` (see ``--help``).
 
 ``train`` writes ``runs/<name>/`` (or ``--out DIR``): ``config.yaml`` (the
 resolved config), ``metrics.jsonl`` (one line per epoch), ``learning_curves.png``,
@@ -62,10 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
     add_distributed(train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint on the test split")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a trained run on a split (a run directory, its config.yaml, a search directory, or a config)"
+    )
     add_common(evaluate)
     evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default: <run dir>/checkpoint.npz)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+
+    predict = commands.add_parser("predict", help="predict with a trained run on inputs of your own")
+    predict.add_argument("run", metavar="RUN_DIR", help="a run directory (or a search directory: its chosen setting)")
+    predict.add_argument("--input", required=True, metavar="FILE", help=".npz (array x), .npy or .csv, one example per row")
+    predict.add_argument(
+        "--output", default=None, metavar="FILE",
+        help=".csv or .npz, or - for CSV on stdout (default: <input>.predictions.csv next to the input)",
+    )
 
     search = commands.add_parser("search", help="grid search over the config's search section")
     add_common(search)
@@ -106,16 +116,22 @@ def main(argv=None) -> int:
     from functional_nn.train import CheckpointError
 
     try:
+        if args.command == "predict":
+            from functional_nn.experiment.commands.predict import predict_command
+
+            return predict_command(args.run, input_path=args.input, output=args.output)
+        if args.command == "eval":
+            from functional_nn.experiment.commands.eval import eval_command
+
+            return eval_command(
+                args.config, overrides=args.overrides, out=args.out, checkpoint=args.checkpoint, split=args.split
+            )
         config = load_config(args.config, args.overrides)
         directory = run_directory(config, args.out)
         if args.command == "train":
             from functional_nn.experiment.commands.train import train_command
 
             return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
-        if args.command == "eval":
-            from functional_nn.experiment.commands.eval import eval_command
-
-            return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
         from functional_nn.experiment.commands.search import search_command
 
         return search_command(config, directory)

@@ -9,6 +9,7 @@ import time
 
 from functional_nn.experiment import run_dir
 from functional_nn.experiment.builders import build_augment, build_early_stopping, build_experiment
+from functional_nn.experiment.load import write_preprocessing
 from functional_nn.experiment.loading import check_batch_size, dump_config
 from functional_nn.experiment.plots import plot_learning_curves
 from functional_nn.experiment.run_dir import (
@@ -72,6 +73,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
     check_batch_size(training, data)
     os.makedirs(directory, exist_ok=True)
     atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
+    write_preprocessing(directory, data)
     augment = build_augment(training, data.image_shape)
     epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment, mesh)
     evaluate = _evaluate_fn(config, model, loss, mesh)
