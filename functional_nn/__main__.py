@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     if getattr(args, "distributed", False):
         initialize_distributed(args)
     from functional_nn.experiment import ConfigError, load_config
+    from functional_nn.experiment.load import run_config_directory
     from functional_nn.experiment.run_dir import run_directory
     from functional_nn.train import CheckpointError
 
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
                 args.config, overrides=args.overrides, out=args.out, checkpoint=args.checkpoint, split=args.split
             )
         config = load_config(args.config, args.overrides)
-        directory = run_directory(config, args.out)
+        directory = run_directory(config, args.out or run_config_directory(args.config))
         if args.command == "train":
             from functional_nn.experiment.commands.train import train_command
 

@@ -131,6 +131,15 @@ def is_run_directory(path: str) -> bool:
     return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isfile(os.path.join(path, CHECKPOINT_FILE))
 
 
+def run_config_directory(path: str) -> str | None:
+    """The run directory whose ``config.yaml`` ``path`` is (``train RUN_DIR/config.yaml
+    --resume`` continues that run), else ``None``."""
+    directory = os.path.dirname(os.fspath(path)) or "."
+    if os.path.basename(path) == CONFIG_FILE and is_run_directory(directory):
+        return directory
+    return None
+
+
 def resolve_run_directory(path: str) -> str:
     """The run directory ``path`` names: a run directory, its ``config.yaml``, or a
     search directory (its chosen setting, ``best/``).
