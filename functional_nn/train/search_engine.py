@@ -247,11 +247,14 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     Runs eagerly: the network is initialised once (its initial weights must
     not depend on the hyperparameters), and eager JAX reuses the compiled
     random-number kernels for later grids and ``fit`` runs with the same shapes.
+    With N keys (a seed axis, one per column after padding) it is initialised
+    once per seed and column s·N + k gets seed k's weights and key.
     """
     size = check_hparams(hparams)
     model = build(setting_tree(hparams, 0))[0]
-    if has_seed_axis(key):  # one key per column: each column's own initial weights and key
-        params, model_state, train_key = _init_per_column(model, key, tuple(input_shape))
+    if has_seed_axis(key):  # N keys: column s·N + k gets seed k's initial weights and key
+        columns = seed_columns(len(key), size)
+        params, model_state, train_key = _init_per_column(model, key, columns, tuple(input_shape))
         opt_state = jax.vmap(lambda h, p: build(h)[2].init(p))(hparams, params)
     else:
         init_key, train_key = jax.random.split(key)
@@ -279,23 +282,27 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     return jax.tree.map(jnp.copy, GridCarry(train_state, stopping))
 
 
-def _init_per_column(model, keys: jax.Array, input_shape: tuple) -> tuple:
+def _init_per_column(model, keys: jax.Array, columns: np.ndarray, input_shape: tuple) -> tuple:
     """(params, model state, train keys), each with a leading column axis: column
-    c initialised from ``keys[c]`` exactly as ``init_train_state`` would."""
+    c initialised from ``keys[columns[c]]`` exactly as ``init_train_state`` would.
+    Each seed is initialised once by one compiled function (compiled once for
+    all seeds), and its arrays are gathered to its columns."""
 
+    @jax.jit
     def init_one(key):
         init_key, train_key = jax.random.split(key)
         _, params, model_state = model.init(init_key, input_shape)
         return params, model_state, train_key
 
-    return jax.jit(jax.vmap(init_one))(keys)
+    per_seed = [init_one(key) for key in keys]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_seed)
+    return jax.tree.map(lambda a: a[columns], stacked)
 
 
-def column_keys(keys: jax.Array, settings: int, padded: int) -> jax.Array:
-    """The key of each of ``padded`` columns: column s·N + k gets ``keys[k]``;
-    padding columns repeat the last real column's."""
-    columns = np.minimum(np.arange(padded), settings * len(keys) - 1) % len(keys)
-    return keys[columns]
+def seed_columns(num_seeds: int, columns: int) -> np.ndarray:
+    """The seed index of each column: column s·N + k has seed k (padding columns
+    too; their results are dropped)."""
+    return np.arange(columns) % num_seeds
 
 
 # --------------------------------------------------------------------------
@@ -488,8 +495,6 @@ def run_grid(
     size = settings * num_seeds
     chosen = grid_devices(devices)
     hparams = pad_grid(hparams, padded_size(size, chosen))
-    if keyed:
-        key = column_keys(key, settings, padded_size(size, chosen))
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]
     program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen, keyed=keyed)
