@@ -14,6 +14,7 @@ predicting needs no training data. ``python -m functional_nn eval`` and
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 
 from functional_nn.data.datasets import standardize
 from functional_nn.experiment import builders
-from functional_nn.experiment.loading import load_config
+from functional_nn.experiment.loading import dump_config, load_config
 from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE
 from functional_nn.experiment.schema import Config, ConfigError
 from functional_nn.train.checkpoint import atomic_write_bytes, load_training_checkpoint
@@ -108,6 +109,15 @@ def write_preprocessing(directory: str, data) -> None:
         num_classes=np.int64(-1 if pre.num_classes is None else pre.num_classes),
     )
     atomic_write_bytes(os.path.join(directory, PREPROCESSING_FILE), buffer.getvalue())
+
+
+def write_run_files(directory: str, config: Config, data) -> None:
+    """``config.yaml`` and ``preprocessing.npz`` of a run in ``directory``: with the
+    checkpoint ``fit(..., checkpoint_path=<directory>/checkpoint.npz)`` writes,
+    a run directory that :func:`load_run`, ``eval`` and ``predict`` take."""
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
+    write_preprocessing(directory, data)
 
 
 def read_preprocessing(directory: str) -> Preprocessing:
@@ -206,15 +216,24 @@ class Run:
     def task(self) -> str:
         return "regression" if self.preprocessing.num_classes is None else "classification"
 
-    def outputs(self, x, *, preprocessed: bool = False) -> np.ndarray:
-        """The model's outputs in eval mode (running statistics, no dropout) on raw
-        inputs ``x`` (standardised first; ``preprocessed=True``: already standardised)."""
+    @functools.cached_property
+    def _apply(self):
+        """The model in eval mode, compiled once per run (per batch shape)."""
         import jax
 
+        return jax.jit(lambda params, state, batch: self.model.apply(params, state, batch, train=False)[0])
+
+    @functools.cached_property
+    def _evaluate(self):
+        return make_evaluate(self.model, self.loss, chunk_size=self.config.training.eval_chunk_size)
+
+    def outputs(self, x, *, preprocessed: bool = False) -> np.ndarray:
+        """The model's outputs in eval mode (running statistics, no dropout) on raw
+        inputs ``x`` (standardised first; ``preprocessed=True``: already standardised),
+        in chunks of ``training.eval_chunk_size`` examples."""
         x = np.asarray(x, np.float32) if preprocessed else self.preprocessing.apply(x)
-        apply = jax.jit(lambda params, state, batch: self.model.apply(params, state, batch, train=False)[0])
         chunk = self.config.training.eval_chunk_size
-        parts = [np.asarray(apply(self.params, self.state, x[i : i + chunk])) for i in range(0, len(x), chunk)]
+        parts = [np.asarray(self._apply(self.params, self.state, x[i : i + chunk])) for i in range(0, len(x), chunk)]
         return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
     def predict(self, x, *, preprocessed: bool = False) -> Predictions:
@@ -246,18 +265,17 @@ class Run:
         x = np.asarray(x, np.float32) if preprocessed else self.preprocessing.apply(x)
         from functional_nn.train.state import TrainState
 
-        evaluate = make_evaluate(self.model, self.loss, chunk_size=self.config.training.eval_chunk_size)
-        return evaluate(TrainState(self.params, self.state, None, None, None), x, np.asarray(y))
+        return self._evaluate(TrainState(self.params, self.state, None, None, None), x, np.asarray(y))
 
 
 def _checkpoint_template(config: Config, model, input_shape: tuple):
-    """A freshly initialised train state of the run's model and optimizer (the
-    checkpoint's structure, shapes and dtypes)."""
+    """The structure, shapes and dtypes of the run's train state (what its
+    checkpoint holds), traced with ``jax.eval_shape``: nothing is computed or compiled."""
     import jax
 
     optimizer = builders.build_optimizer(config.optimizer)
     batch = (config.training.batch_size,) + tuple(input_shape)
-    return init_train_state(model, optimizer, jax.random.key(config.training.seed), batch)
+    return jax.eval_shape(lambda: init_train_state(model, optimizer, jax.random.key(config.training.seed), batch))
 
 
 def load_run(path: str, *, config: Config | None = None, checkpoint: str | None = None) -> Run:

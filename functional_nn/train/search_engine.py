@@ -244,11 +244,10 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     does); each setting's optimizer state is initialised with its own
     hyperparameters (``jax.vmap``). No best value yet (NaN), nothing stopped.
 
-    Runs eagerly: the network is initialised once (its initial weights must
-    not depend on the hyperparameters), and eager JAX reuses the compiled
-    random-number kernels for later grids and ``fit`` runs with the same shapes.
-    With N keys (a seed axis, one per column after padding) it is initialised
-    once per seed and column s·N + k gets seed k's weights and key.
+    The network is initialised once (its initial weights must not depend on
+    the hyperparameters) by one compiled function, as ``init_train_state``
+    does. With N keys (a seed axis) it is initialised once per seed and
+    column s·N + k gets seed k's weights and key.
     """
     size = check_hparams(hparams)
     model = build(setting_tree(hparams, 0))[0]
@@ -257,8 +256,7 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
         params, model_state, train_key = _init_per_column(model, key, columns, tuple(input_shape))
         opt_state = jax.vmap(lambda h, p: build(h)[2].init(p))(hparams, params)
     else:
-        init_key, train_key = jax.random.split(key)
-        _, params, model_state = model.init(init_key, tuple(input_shape))
+        params, model_state, train_key = _compiled_init(model, tuple(input_shape))(key)
         opt_state = jax.vmap(lambda h: build(h)[2].init(params))(hparams)
         params, model_state = broadcast_to_grid(params, size), broadcast_to_grid(model_state, size)
     train_state = TrainState(
@@ -282,19 +280,27 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     return jax.tree.map(jnp.copy, GridCarry(train_state, stopping))
 
 
-def _init_per_column(model, keys: jax.Array, columns: np.ndarray, input_shape: tuple) -> tuple:
-    """(params, model state, train keys), each with a leading column axis: column
-    c initialised from ``keys[columns[c]]`` exactly as ``init_train_state`` would.
-    Each seed is initialised once by one compiled function (compiled once for
-    all seeds), and its arrays are gathered to its columns."""
+def _compiled_init(model, input_shape: tuple):
+    """``init(key) -> (params, model state, train key)``, jit-compiled: ``key``
+    split into the initialisation key and the train state's key as
+    :func:`~functional_nn.train.init_train_state` does."""
 
     @jax.jit
-    def init_one(key):
+    def init(key):
         init_key, train_key = jax.random.split(key)
         _, params, model_state = model.init(init_key, input_shape)
         return params, model_state, train_key
 
-    per_seed = [init_one(key) for key in keys]
+    return init
+
+
+def _init_per_column(model, keys: jax.Array, columns: np.ndarray, input_shape: tuple) -> tuple:
+    """(params, model state, train keys), each with a leading column axis: column
+    c initialised from ``keys[columns[c]]`` exactly as ``init_train_state`` would.
+    Each seed is initialised once (one compiled function for all seeds), and its
+    arrays are gathered to its columns."""
+    init = _compiled_init(model, input_shape)
+    per_seed = [init(key) for key in keys]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_seed)
     return jax.tree.map(lambda a: a[columns], stacked)
 

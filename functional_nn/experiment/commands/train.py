@@ -9,19 +9,17 @@ import time
 
 from functional_nn.experiment import run_dir
 from functional_nn.experiment.builders import build_augment, build_early_stopping, build_experiment
-from functional_nn.experiment.load import write_preprocessing
-from functional_nn.experiment.loading import check_batch_size, dump_config
+from functional_nn.experiment.load import write_run_files
+from functional_nn.experiment.loading import check_batch_size
 from functional_nn.experiment.plots import plot_learning_curves
 from functional_nn.experiment.run_dir import (
     CHECKPOINT_FILE,
-    CONFIG_FILE,
     METRICS_FILE,
     PLOT_FILE,
     SUMMARY_FILE,
 )
 from functional_nn.experiment.schema import keyed_error
 from functional_nn.train import fit, make_evaluate, make_train_epoch, NonFiniteLossError
-from functional_nn.train.checkpoint import atomic_write_bytes
 from functional_nn.train.parallel import (
     check_batch_divisible,
     make_data_mesh,
@@ -71,9 +69,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
     data, model, loss, optimizer, train_state = build_experiment(config)
     training = config.training
     check_batch_size(training, data)
-    os.makedirs(directory, exist_ok=True)
-    atomic_write_bytes(os.path.join(directory, CONFIG_FILE), dump_config(config).encode())
-    write_preprocessing(directory, data)
+    write_run_files(directory, config, data)
     augment = build_augment(training, data.image_shape)
     epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment, mesh)
     evaluate = _evaluate_fn(config, model, loss, mesh)
