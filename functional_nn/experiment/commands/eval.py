@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from functional_nn.experiment.load import is_run_directory, load_run, resolve_run_directory
+from functional_nn.experiment.load import load_run, resolve_run_directory, run_config_directory
 from functional_nn.experiment.loading import load_config
 from functional_nn.experiment.run_dir import CONFIG_FILE, run_directory
 
@@ -22,10 +22,7 @@ def run_and_config(target: str, overrides=(), out: str | None = None) -> tuple:
     into ``out`` or ``runs/<name>``."""
     if os.path.isfile(target):
         config = load_config(target, overrides)
-        directory = os.path.dirname(target) or "."
-        if out is None and not (os.path.basename(target) == CONFIG_FILE and is_run_directory(directory)):
-            directory = run_directory(config, None)
-        return (out or directory), config
+        return run_directory(config, out or run_config_directory(target)), config
     directory = resolve_run_directory(out or target)
     return directory, load_config(os.path.join(directory, CONFIG_FILE), overrides)
 
