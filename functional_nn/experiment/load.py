@@ -25,14 +25,13 @@ import numpy as np
 from functional_nn.data.datasets import standardize
 from functional_nn.experiment import builders
 from functional_nn.experiment.loading import dump_config, load_config
-from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE
+from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE
 from functional_nn.experiment.schema import Config, ConfigError
 from functional_nn.train.checkpoint import atomic_write_bytes, load_training_checkpoint
 from functional_nn.train.early_stopping import restore_best
 from functional_nn.train.state import init_train_state
 from functional_nn.train.step import make_evaluate
 
-PREPROCESSING_FILE = "preprocessing.npz"
 BEST_DIR = "best"  # a search directory's chosen setting, a complete run directory
 SPLITS = ("train", "val", "test")
 # losses whose model outputs are logits: class probabilities are softmax(outputs)
@@ -97,8 +96,9 @@ def data_preprocessing(data) -> Preprocessing:
     )
 
 
-def write_preprocessing(directory: str, data) -> None:
-    """``<directory>/preprocessing.npz``: μ, σ, one example's shape and K (-1: regression)."""
+def preprocessing_bytes(data) -> bytes:
+    """The ``preprocessing.npz`` file of ``data`` (a ``DataSplits``): μ, σ, one
+    example's shape and K (-1: regression)."""
     pre = data_preprocessing(data)
     buffer = io.BytesIO()
     np.savez(
@@ -108,7 +108,12 @@ def write_preprocessing(directory: str, data) -> None:
         input_shape=np.asarray(pre.input_shape, np.int64),
         num_classes=np.int64(-1 if pre.num_classes is None else pre.num_classes),
     )
-    atomic_write_bytes(os.path.join(directory, PREPROCESSING_FILE), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_preprocessing(directory: str, data) -> None:
+    """``<directory>/preprocessing.npz`` (:func:`preprocessing_bytes`), written atomically."""
+    atomic_write_bytes(os.path.join(directory, PREPROCESSING_FILE), preprocessing_bytes(data))
 
 
 def write_run_files(directory: str, config: Config, data) -> None:

@@ -1,8 +1,9 @@
 """The run directory: what ``train`` writes to ``runs/<name>/`` (or ``--out``).
 
 ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
-epoch), ``learning_curves.png``, ``checkpoint.npz`` and ``summary.json`` (test
-metrics, best epoch, wall time). ``--resume`` continues from that directory's
+epoch), ``learning_curves.png``, ``checkpoint.npz``, ``summary.json`` (test
+metrics, best epoch, wall time) and ``preprocessing.npz`` (the inputs'
+standardisation statistics, read by ``experiment.load.load_run``). ``--resume`` continues from that directory's
 checkpoint after checking that the config matches the one stored in it; a
 fresh run into a directory that already holds a checkpoint starts afresh and
 replaces it once it writes its own.
@@ -23,6 +24,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.npz"
 PLOT_FILE = "learning_curves.png"
 SUMMARY_FILE = "summary.json"
+PREPROCESSING_FILE = "preprocessing.npz"  # the inputs' standardisation (experiment.load)
 # keys a --resume may change: the epoch budget, the progress bar and the device
 # count (checkpoints hold host arrays, so a run moves between device counts)
 RESUMABLE_KEYS = {("training", "epochs"), ("training", "progress"), ("training", "devices")}
