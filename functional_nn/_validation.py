@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -181,3 +182,28 @@ def check_flag(name: str, value: Any) -> bool:
         raise HyperparameterTypeError(
             f"{name}={value!r}: must be True or False, not {type(value).__name__}")
     return bool(value)
+
+
+def check_dtype(name: str, value: Any, kind: Any = jnp.inexact) -> Any:
+    """``None``, or ``value`` as a ``numpy.dtype`` of ``kind`` (``"bfloat16"``, ``jnp.float32``, ...).
+
+    Args:
+      name: the argument's name, for the message.
+      value: a dtype, a dtype name or None.
+      kind: ``jnp.inexact`` (floating or complex) or ``jnp.floating``.
+
+    Raises:
+      HyperparameterTypeError: ``value`` is not a dtype of ``kind`` (e.g. ``"float99"``, ``int32``).
+    """
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, kind):
+        complex_too = "" if kind is jnp.floating else ", or a complex one"
+        raise HyperparameterTypeError(
+            f"{name}={value!r}: must be a floating-point dtype such as 'float32', 'bfloat16', 'float16' "
+            f"or 'float64'{complex_too} (or None)")
+    return dtype

@@ -9,7 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# CLI runs called in-process (main([...])) would turn on JAX's persistent
+# compilation cache in the user's ~/.cache for the rest of the test process;
+# tests/test_compile_cache.py turns it on where it tests it.
+os.environ.setdefault("FUNCTIONAL_NN_COMPILE_CACHE", "0")
 TINY_DIGITS = REPO_ROOT / "tests" / "data" / "tiny_digits.yaml"
 DEVICE_PROGRAMS = REPO_ROOT / "tests" / "device_programs"
 
@@ -46,3 +53,30 @@ def run_with_devices(program: str, devices: int, *args: str, timeout: float = 30
     assert result.returncode == 0, result.stderr[-4000:]
     line = next(line for line in reversed(result.stdout.splitlines()) if line.startswith("REPORT"))
     return json.loads(line[len("REPORT") :])
+
+
+@pytest.fixture(scope="module")
+def shared_compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache in a temporary directory, for one
+    test module: each CLI ``main`` call compiles its programs afresh, so a
+    module that runs the same config several times compiles each program once
+    and loads it afterwards. Yields the directory (a subprocess shares it
+    through ``JAX_COMPILATION_CACHE_DIR``); the settings are restored after
+    the module."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    directory = str(tmp_path_factory.mktemp("compilation_cache"))
+    settings = {
+        "jax_compilation_cache_dir": directory,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    saved = {name: getattr(jax.config, name) for name in settings}
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield directory
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()

@@ -11,6 +11,7 @@ import sys
 import zipfile
 
 import pytest
+import yaml
 
 from functional_nn.__main__ import main
 from functional_nn.experiment.builders import build_experiment
@@ -21,6 +22,7 @@ from functional_nn.train.checkpoint import load_pytrees
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "data", "tiny_digits.yaml")
 RUN_FILES = {"config.yaml", "metrics.jsonl", "learning_curves.png", "checkpoint.npz", "summary.json"}
+pytestmark = pytest.mark.usefixtures("shared_compilation_cache")  # the same config trains several times
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,8 @@ def test_train_writes_every_file(straight_run, capsys):
     out, code = straight_run
     assert code == 0 and RUN_FILES <= set(os.listdir(out))
     assert load_config(os.path.join(out, "config.yaml")) == load_config(TINY)
+    with open(os.path.join(out, "config.yaml")) as f:  # only the keys the digits loader takes
+        assert set(yaml.safe_load(f)["data"]) == {"name", "seed", "val_fraction", "test_fraction", "standardize"}
     history = _metrics(out)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "is_best"} <= set(history[0])
@@ -106,11 +110,16 @@ def test_non_finite_loss_exits_naming_epoch_and_step(tmp_path, capsys):
         assert json.load(f)["status"] == "non_finite_loss"
 
 
-def test_resume_in_a_new_process_is_bit_identical(straight_run, tmp_path):
+def test_resume_in_a_new_process_is_bit_identical(straight_run, tmp_path, shared_compilation_cache):
     out = str(tmp_path / "resumed")
     assert main(["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=3"]) == 0
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.update(  # the new process loads this module's compiled programs
+        JAX_COMPILATION_CACHE_DIR=shared_compilation_cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
     command = [sys.executable, "-m", "functional_nn", "train", TINY, "--out", out, "--no-progress", "--resume"]
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -126,19 +135,22 @@ def _read(path):
 
 
 def test_fresh_run_never_mixes_with_an_earlier_checkpoint(tmp_path, capsys):
-    """A fresh run into a directory holding an earlier run's checkpoint leaves it
-    alone until it writes its own: a run that dies first names no checkpoint as
-    its own, and --resume checks the config stored in the checkpoint, not
-    config.yaml (which the fresh run has replaced)."""
+    """A fresh run into a directory holding an earlier run leaves it alone until
+    it writes its own first checkpoint: a run that dies first changes no file
+    (its own are staged, then dropped), and --resume checks the config stored
+    in the checkpoint."""
     out = str(tmp_path / "run")
     assert main(["train", TINY, "--out", out, "--no-progress", "--set", "training.epochs=1"]) == 0
     checkpoint_before = _leaf_bytes(out)
+    files_before = {name: _read(os.path.join(out, name)) for name in RUN_FILES - {"checkpoint.npz", "learning_curves.png"}}
     other = ["--set", "optimizer.name=sgd", "--set", "optimizer.learning_rate=1e30"]  # dies with NaN in epoch 1
     capsys.readouterr()
     assert main(["train", TINY, "--out", out, "--no-progress", *other]) == 1
     err = capsys.readouterr().err
-    assert "starting afresh" in err and "no checkpoint was written" in err and "last good checkpoint" not in err
+    assert "holds an earlier run" in err and "no checkpoint was written" in err and "last good checkpoint" not in err
     assert _leaf_bytes(out) == checkpoint_before
+    assert {name: _read(os.path.join(out, name)) for name in files_before} == files_before
+    assert not os.path.exists(os.path.join(out, ".staging"))
     assert main(["train", TINY, "--out", out, "--no-progress", "--resume", *other]) == 2
     err = capsys.readouterr().err
     assert "--resume: the config differs" in err and "checkpoint.npz" in err

@@ -121,11 +121,13 @@ def test_data_keys_come_from_the_loaders_signature(tmp_path):
     assert dataset_keys("digits") == {"name", "seed", "val_fraction", "test_fraction", "standardize"}
     assert dataset_keys("spirals") >= {"n", "num_classes", "noise"} and "path" not in dataset_keys("spirals")
     assert {"path", "n", "noise", "num_classes"} & dataset_keys("npz") == {"path"}
-    digits = cfg.parse_config({**PLAIN, "data": {"name": "digits", "noise": 0.5, "n": 7}})
+    with pytest.raises(ConfigError, match=r"data\.noise: does not apply to data\.name='digits'"):
+        cfg.parse_config({**PLAIN, "data": {"name": "digits", "noise": 0.5, "n": 7}})
+    digits = cfg.parse_config({**PLAIN, "data": {"name": "digits"}})
     assert dataset_arguments(digits.data) == {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2, "standardize": "feature"}
     np.testing.assert_array_equal(cfg.build_data(digits.data).train.x, load_digits().train.x)
     with pytest.raises(ConfigError, match=r"data\.path: required for data\.name='idx'"):
-        cfg.parse_config(PLAIN, overrides=["data.name=idx"])
+        cfg.parse_config(PLAIN, overrides=["data={name: idx}"])
 
 
 def test_build_data_calls_the_registered_loader_with_the_sections_values():

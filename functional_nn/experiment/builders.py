@@ -193,15 +193,16 @@ def build_early_stopping(training: TrainingConfig):
     return EarlyStopping(settings.patience, settings.min_delta, settings.monitor, settings.mode, settings.restore_best)
 
 
-def build_experiment(config):
+def build_experiment(config, data=None):
     """(data splits, model, loss, optimizer, train state): the config built, the
     train state freshly initialised from ``training.seed`` for batches of
-    ``training.batch_size``."""
+    ``training.batch_size``; ``data`` (a ``DataSplits``) is used instead of
+    building ``config.data`` again when given."""
     import jax
 
     from functional_nn.train import init_train_state
 
-    data = build_data(config.data)
+    data = build_data(config.data) if data is None else data
     model, loss, optimizer = build_model(config.model), build_loss(config.loss), build_optimizer(config.optimizer)
     input_shape = (config.training.batch_size,) + tuple(data.train.x.shape[1:])
     train_state = init_train_state(model, optimizer, jax.random.key(config.training.seed), input_shape)

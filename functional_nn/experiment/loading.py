@@ -11,8 +11,11 @@ import re
 
 import yaml
 
+from functional_nn.data.datasets import DATASETS
+from functional_nn.losses import LOSSES
 from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
+from functional_nn.experiment.packaged_configs import resolve_config_path
 from functional_nn.experiment.schema import (
     Config,
     ConfigError,
@@ -21,6 +24,8 @@ from functional_nn.experiment.schema import (
     LossConfig,
     parse_section,
     SECTIONS,
+    short_repr,
+    short_text,
     TrainingConfig,
     unknown_key_error,
     _as_mapping,
@@ -28,6 +33,7 @@ from functional_nn.experiment.schema import (
     _value_error,
 )
 from functional_nn.experiment.sections import parse_model, parse_optimizer
+from functional_nn.experiment.yaml_text import parse_yaml
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value
@@ -53,7 +59,7 @@ def parse_search(raw, base: dict, source: str | None, path: str = "search") -> d
             try:
                 _parse_sections(trial, source)
             except ConfigError as e:
-                raise ConfigError(f"{where}: value {value!r} is invalid: {e}") from None
+                raise ConfigError(f"{where}: value {short_repr(value)} is invalid: {e}") from None
         grid[key] = list(values)
     return grid
 
@@ -61,13 +67,38 @@ def parse_search(raw, base: dict, source: str | None, path: str = "search") -> d
 
 # loading
 
+DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
+
+
+def applicable_data_section(raw) -> dict:
+    """The ``data`` mapping without the keys set to null that ``data.name``'s
+    loader does not take; a key it does not take with a value is an error
+    (``--set data.name=npz`` on a spirals config needs ``--set data.n=null``).
+
+    Raises:
+      ConfigError: naming the key, ``data.name`` and the keys that loader takes.
+    """
+    raw = _as_mapping(raw, "data")
+    name = raw.get("name", DataConfig.name)
+    if not isinstance(name, str) or name not in DATASETS:
+        return raw  # parse_section names the bad data.name
+    accepted = dataset_keys(name)
+    section = {}
+    for key, value in raw.items():
+        if key in accepted or key not in DATA_FIELDS:
+            section[key] = value  # unknown keys: parse_section's error
+        elif value is not None:
+            raise ConfigError(
+                f"data.{key}: does not apply to data.name={name!r}, whose loader takes {', '.join(sorted(accepted))} "
+                f"(remove data.{key}, or set it to null)"
+            )
+    return section
+
 
 def _check_data_section(data: DataConfig) -> None:
     """A loader that reads a file (its signature has a required argument,
     :func:`~functional_nn.experiment.builders.dataset_file_argument`) needs an
-    existing ``data.path``. Keys the loader does not take are not passed to it
-    (:func:`~functional_nn.experiment.builders.dataset_arguments`); they stay
-    accepted, so ``--set data.name=npz`` works on a config written for spirals."""
+    existing ``data.path``."""
     if "path" in dataset_keys(data.name):
         if data.path is None:
             raise ConfigError(f"data.path: required for data.name={data.name!r}")
@@ -86,8 +117,10 @@ def _check_optimizer_builds(config: Config) -> None:
         build_optimizer(config.optimizer)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as e:
-        raise keyed_error(e, "optimizer") from None
+    except (ValueError, TypeError) as e:  # e.g. mu_dtype: float99 is put under optimizer.mu_dtype
+        optimizer = config.optimizer
+        values = {f.name: getattr(optimizer, f.name) for f in dataclasses.fields(optimizer) if f.name != "hyperparameters"}
+        raise keyed_error(e, "optimizer", {**values, **optimizer.hyperparameters}) from None
 
 
 def _parse_sections(raw: dict, source: str | None) -> Config:
@@ -101,7 +134,7 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
         raise _value_error("name", name, "must be a run name of letters, digits, '_', '.', '-' (it names runs/<name>)")
     config = Config(
         name=name,
-        data=parse_section(DataConfig, raw.get("data"), "data"),
+        data=parse_section(DataConfig, applicable_data_section(raw.get("data")), "data"),
         model=parse_model(raw.get("model"), "model"),
         loss=parse_section(LossConfig, raw.get("loss"), "loss"),
         optimizer=parse_optimizer(raw.get("optimizer"), "optimizer"),
@@ -132,6 +165,67 @@ def check_batch_size(training: TrainingConfig, data) -> None:
         )
 
 
+def _training_output_shape(model, input_spec) -> tuple:
+    """The model's output shape for a training batch ``input_spec`` (a
+    ``jax.ShapeDtypeStruct``), traced abstractly (nothing is compiled or run), so
+    that shape errors and a training batch of one reaching batch norm surface
+    here, before any file is written."""
+    import jax
+
+    def forward(key, x):
+        _, params, state = model.init(key, x.shape)
+        return model.apply(params, state, x, train=True, key=key)[0]
+
+    return tuple(jax.eval_shape(forward, jax.random.key(0), input_spec).shape)
+
+
+def takes_class_labels(loss_name: str) -> bool:
+    """Whether loss ``loss_name`` needs integer class labels: its target
+    argument is named ``labels`` (``softmax_cross_entropy(logits, labels)``),
+    not ``d`` (a target distribution or vector)."""
+    import inspect
+
+    parameters = list(inspect.signature(LOSSES.lookup(loss_name).value).parameters)
+    return len(parameters) > 1 and parameters[1] == "labels"
+
+
+def check_experiment(config: Config, data, model) -> None:
+    """Whether ``model`` can be trained on ``data`` (a ``DataSplits``) as the
+    config says: ``training.batch_size`` fits the training split
+    (:func:`check_batch_size`), the model accepts batches of that size in
+    training mode (a batch of one reaching batch norm is an error), and the
+    targets suit the loss and the model's output width K
+    (:func:`functional_nn.data.check_targets`: class labels in [0, K), a
+    classification loss on class labels only).
+
+    Raises:
+      ConfigError: naming ``training.batch_size``, ``loss.name`` or the model.
+    """
+    import jax
+
+    from functional_nn.data import check_targets, DataError
+
+    training = config.training
+    check_batch_size(training, data)
+    input_spec = jax.ShapeDtypeStruct((training.batch_size, *data.train.x.shape[1:]), data.train.x.dtype)
+    try:
+        output_shape = _training_output_shape(model, input_spec)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"model: {short_text(e)} (for a training batch of shape {input_spec.shape}: training.batch_size="
+            f"{training.batch_size}, split sizes train {len(data.train.x)}, val {len(data.val.x)}, "
+            f"test {len(data.test.x)})"
+        ) from None
+    classification = takes_class_labels(config.loss.name)
+    try:
+        check_targets(
+            data, classification=classification or data.num_classes is not None, num_outputs=output_shape[-1]
+        )
+    except DataError as e:
+        key = f"loss.name={config.loss.name!r}" if classification and data.num_classes is None else "model"
+        raise ConfigError(f"{key}: {e} (data.name={config.data.name!r})") from None
+
+
 def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Config:
     """Validate a raw mapping (e.g. from YAML), after ``overrides``, into a :class:`Config`."""
     raw = apply_overrides(_as_mapping(raw, ""), overrides)
@@ -144,21 +238,55 @@ def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Confi
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path: str, overrides=()) -> Config:
-    """Read and validate a YAML config file; ``overrides`` as for :func:`apply_overrides`."""
-    if not os.path.isfile(path):
+def read_config_text(path: str) -> str:
+    """The text of config file ``path``.
+
+    Raises:
+      ConfigError: naming ``path``: it does not exist, is a directory, cannot
+        be read, or is not UTF-8 text (a binary file).
+    """
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path!r} is a directory; give a YAML file (e.g. configs/digits_mlp.yaml)")
+    if not os.path.exists(path):
         raise ConfigError(f"config file {path!r} does not exist")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"config file {path!r} cannot be read ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "a config is a YAML text file"
+        ) from None
+
+
+def load_config(path: str, overrides=()) -> Config:
+    """Read and validate a YAML config file or a packaged config by NAME
+    (:func:`~functional_nn.experiment.packaged_configs.resolve_config_path`); ``overrides`` as for :func:`apply_overrides`.
+
+    Raises:
+      ConfigError: naming the file: not a file nor a packaged config name, unreadable (:func:`read_config_text`), not
+        valid YAML, a key written twice in one mapping (naming the key and both
+        lines), or an invalid config (naming the key).
+    """
+    path = resolve_config_path(path)
+    text = read_config_text(path)
+    try:
+        raw = parse_yaml(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({short_text(e)})") from None
     return parse_config(raw or {}, source=path, overrides=overrides)
 
 
 def config_to_dict(config: Config) -> dict:
-    """The plain-data form of a config (what ``load_config`` reads back to the same config)."""
+    """The plain-data form of a config (what ``load_config`` reads back to the
+    same config); the data section holds only the keys its loader takes."""
     raw = dataclasses.asdict(config)
+    applicable = dataset_keys(config.data.name)
+    raw["data"] = {key: value for key, value in raw["data"].items() if key in applicable}
     raw["model"] = {"layers": [{"type": layer.type, **layer.args} for layer in config.model.layers]}
     optimizer = raw["optimizer"]
     optimizer.update(optimizer.pop("hyperparameters"))

@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
-from functional_nn.experiment.schema import ConfigError, _value_error
+from functional_nn.experiment.schema import ConfigError, short_repr, short_text, _value_error
 from functional_nn.experiment.sections import normalize_layer
+from functional_nn.experiment.yaml_text import parse_yaml
 
 # --------------------------------------------------------------------------
 # overrides
@@ -17,12 +18,12 @@ from functional_nn.experiment.sections import normalize_layer
 def parse_override(text: str) -> tuple[str, Any]:
     """``"a.b=value"`` -> (``"a.b"``, YAML-parsed value)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
+        raise ConfigError(f"--set {short_text(text)}: expected section.key=value")
     path, value = text.split("=", 1)
     try:
-        return path.strip(), yaml.safe_load(value) if value.strip() else None
+        return path.strip(), parse_yaml(value) if value.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({e})") from None
+        raise ConfigError(f"--set {short_text(text)}: the value is not valid YAML ({short_text(e)})") from None
 
 
 def set_path(raw: dict, path: str, value) -> None:
@@ -65,7 +66,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         try:
             set_path(raw, path, value)
         except ConfigError as e:
-            raise ConfigError(f"--set {path}={value!r}: {e}") from None
+            raise ConfigError(f"--set {path}={short_repr(value)}: {e}") from None
     return raw
 
 

@@ -3,14 +3,37 @@ curves, and a grid search's curve (1-D grid), heatmap (2-D grid) and
 per-setting learning curves.
 
 matplotlib's object-oriented API on an Agg canvas (no pyplot, no global
-backend state), imported only when plotting.
+backend state), imported only when plotting. matplotlib is an optional
+extra: callers check :func:`plotting_available` and otherwise print
+:data:`PLOTS_SKIPPED` once and write everything else.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from functional_nn.experiment.search_report import distinct_values, format_value
+
+
+PLOTS_SKIPPED = (
+    'plots skipped: matplotlib is not installed (pip install "functional_nn[experiments]", or pip install matplotlib)'
+)
+
+
+def plotting_available() -> bool:
+    """Whether matplotlib can be imported (it is the ``experiments`` extra)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def note_plots_skipped() -> None:
+    """Say on stderr, in one line, that plots were skipped and how to get them."""
+    print(PLOTS_SKIPPED, file=sys.stderr)
 
 
 def _figure(width: float, height: float):

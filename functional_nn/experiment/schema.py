@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
-from functional_nn._validation import check_in_range
+from functional_nn._validation import check_in_range, _range_text
 from functional_nn.data.datasets import DATASETS, STANDARDIZE_MODES
 from functional_nn.losses import LOSSES
 
@@ -25,8 +25,32 @@ class ConfigError(ValueError):
     """An invalid config: the message names the key path, the value and what is accepted."""
 
 
+MAX_VALUE_CHARS = 200  # how much of a value an error message shows
+
+
+def short_repr(value, limit: int = MAX_VALUE_CHARS) -> str:
+    """``repr(value)`` of at most ``limit`` characters (``...`` where cut),
+    computed without building the whole repr: a YAML alias bomb expands to
+    billions of characters. ``reprlib`` bounds the nesting depth (3) and the
+    items shown per level; the result is then cut to ``limit``."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+    text = shortener.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def short_text(error, limit: int = 2 * MAX_VALUE_CHARS) -> str:
+    """An exception's message (or any text) cut to ``limit`` characters."""
+    text = str(error)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _closest(name: str, candidates) -> str:
-    match = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.5)
+    if not isinstance(name, str):
+        return ""
+    match = difflib.get_close_matches(name[:MAX_VALUE_CHARS], list(candidates), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
@@ -53,7 +77,7 @@ def keyed_error(error: Exception, path: str, values: dict | None = None) -> Conf
 
 
 def _value_error(path: str, value, accepted: str) -> ConfigError:
-    return ConfigError(f"{path}={value!r}: {accepted}")
+    return ConfigError(f"{path}={short_repr(value)}: {accepted}")
 
 
 # --------------------------------------------------------------------------
@@ -69,6 +93,7 @@ def in_range(low=-math.inf, high=math.inf, *, low_inclusive=True, high_inclusive
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
+    check.accepted = lambda: _range_text(low, high, low_inclusive, high_inclusive)
     return check
 
 
@@ -77,11 +102,15 @@ def one_of(*choices):
     ``Mapping``) as ``choices`` is read when checking, so names registered
     later are accepted."""
 
-    def check(path, value):
-        accepted = tuple(choices[0]) if len(choices) == 1 and isinstance(choices[0], Mapping) else choices
-        if value not in accepted:
-            raise _value_error(path, value, f"must be one of {', '.join(map(repr, accepted))}{_closest(value, accepted)}")
+    def accepted():
+        return tuple(choices[0]) if len(choices) == 1 and isinstance(choices[0], Mapping) else choices
 
+    def check(path, value):
+        if value not in accepted():
+            names = accepted()
+            raise _value_error(path, value, f"must be one of {', '.join(map(repr, names))}{_closest(value, names)}")
+
+    check.accepted = lambda: " | ".join(map(str, accepted()))
     return check
 
 
@@ -89,6 +118,20 @@ POSITIVE = in_range(0.0, low_inclusive=False)
 NONNEGATIVE = in_range(0.0)
 AT_LEAST_ONE = in_range(1)
 FRACTION = in_range(0.0, 1.0)
+MAX_EVAL_CHUNK_SIZE = 2**20  # examples evaluated at once; more gains no speed, only memory
+
+
+def _check_seed(path, value):
+    """A seed is a 32-bit unsigned integer (what ``jax.random.key`` and NumPy's generators take)."""
+    if not 0 <= value < 2**32:
+        raise _value_error(path, value, "must be an integer in [0, 2**32), i.e. 0 to 4294967295")
+
+
+def _check_eval_chunk_size(path, value):
+    if not 1 <= value <= MAX_EVAL_CHUNK_SIZE:
+        raise _value_error(
+            path, value, f"must be an integer in [1, 2**20] (at most {MAX_EVAL_CHUNK_SIZE} examples evaluated at once)"
+        )
 
 
 def _checked(default, check=None, **kwargs):
@@ -119,11 +162,12 @@ SCHEDULES = {
 class DataConfig:
     """``name``: digits | spirals | noisy_function | npz (``path`` to a .npz) |
     idx (``path`` to a directory of MNIST-style IDX files). ``n``, ``num_classes``,
-    ``noise``: sizes of the synthetic sets."""
+    ``noise``: sizes of the synthetic sets. Only the keys the chosen loader
+    takes may be written (``experiment.builders.dataset_keys``)."""
 
     name: str = _checked("digits", one_of(DATASETS))
     path: str | None = None
-    seed: int = _checked(0, NONNEGATIVE)
+    seed: int = _checked(0, _check_seed)
     val_fraction: float = _checked(0.1, FRACTION)
     test_fraction: float = _checked(0.2, FRACTION)
     standardize: str = _checked("feature", one_of(*STANDARDIZE_MODES))
@@ -202,6 +246,9 @@ def _check_devices(path, value):
         raise _value_error(path, value, "must be 'all' or an integer >= 1")
 
 
+_check_devices.accepted = lambda: "all | an integer >= 1"
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """``devices``: ``all`` or a number of devices for data parallelism (1: none).
@@ -210,11 +257,11 @@ class TrainingConfig:
 
     epochs: int = _checked(10, AT_LEAST_ONE)
     batch_size: int = _checked(64, AT_LEAST_ONE)
-    seed: int = _checked(0, NONNEGATIVE)
+    seed: int = _checked(0, _check_seed)
     early_stopping: EarlyStoppingConfig | None = None
     augmentation: AugmentationConfig | None = None
     checkpoint_every: int = _checked(1, AT_LEAST_ONE)
-    eval_chunk_size: int = _checked(1024, AT_LEAST_ONE)
+    eval_chunk_size: int = _checked(1024, _check_eval_chunk_size)
     devices: Union[int, str] = _checked(1, _check_devices)
     progress: bool | None = None
     unroll: int = _checked(1, AT_LEAST_ONE)
@@ -235,6 +282,53 @@ class Config:
 
 
 SECTIONS = {f.name for f in dataclasses.fields(Config)}
+
+# What each config key means, by its full path: the one table the config
+# reference (``python -m functional_nn configs --reference``) reads. A schema
+# field without an entry fails ``tests/test_configs_cmd.py``. The optimizer's
+# own hyperparameters, layer arguments and schedule arguments are read from the
+# registries' signatures instead.
+KEY_MEANINGS = {
+    "name": "the run's name: runs/<name>/ (default: the config file's name)",
+    "data.name": "the data set, a name of functional_nn.data.DATASETS (table below)",
+    "data.path": "the file (npz) or folder of IDX files (idx) to read; only for data sets that read files",
+    "data.seed": "seed of the shuffle that splits the examples into train/val/test (and of synthetic sets)",
+    "data.val_fraction": "fraction of the examples held out for validation (early stopping, search selection)",
+    "data.test_fraction": "fraction of the examples held out for the final test",
+    "data.standardize": "feature: per-feature mean/std of the training split; global: one mean/std; none: raw inputs",
+    "data.n": "number of examples of a synthetic data set (spirals: over all classes)",
+    "data.num_classes": "number of classes (arms) of the spirals data set",
+    "data.noise": "noise level of a synthetic data set",
+    "model.layers": "the network, a list of layers applied in order (functional_nn.layers.LAYERS, table below)",
+    "loss.name": "the divergence to minimise, a name of functional_nn.losses.LOSSES (table below)",
+    "optimizer.name": "the update rule, a name of functional_nn.optim.OPTIMIZERS (table below)",
+    "optimizer.learning_rate": "step size η (with a schedule: its initial or peak value)",
+    "optimizer.schedule": "an optax schedule of the learning rate: a name or {name: ..., arguments} (table below)",
+    "optimizer.clip": "clip every gradient component to [-clip, clip] (applied first)",
+    "optimizer.clip_by_norm": "rescale each gradient leaf to norm at most this value",
+    "optimizer.clip_by_global_norm": "rescale the whole gradient to global norm at most this value",
+    "optimizer.l2": "coupled L2 penalty λ: the gradient becomes g + λw on the leaves decay_mask selects",
+    "optimizer.decay_mask": "which leaves l2 and weight decay apply to: weights (leaves named w) or all",
+    "training.epochs": "maximum number of epochs (early stopping may end sooner)",
+    "training.batch_size": "examples per minibatch (the global batch when data parallel)",
+    "training.seed": "seed of the initial weights, the shuffles, dropout and augmentation",
+    "training.early_stopping": "stop when the monitored metric stops improving (null: train all epochs)",
+    "training.early_stopping.patience": "epochs without improvement before stopping (null: never stop)",
+    "training.early_stopping.min_delta": "smallest change that counts as an improvement",
+    "training.early_stopping.monitor": "the metric watched (and, in a search, the one settings are selected by)",
+    "training.early_stopping.mode": "min or max of the monitored metric is best (auto: max for accuracy)",
+    "training.early_stopping.restore_best": "end with the best epoch's parameters instead of the last epoch's",
+    "training.augmentation": "random changes to each training batch, inside the compiled epoch (null: none)",
+    "training.augmentation.shift": "random shift of images by up to this many pixels",
+    "training.augmentation.noise_std": "standard deviation of Gaussian noise added to the inputs",
+    "training.augmentation.flip": "random horizontal flips of images",
+    "training.checkpoint_every": "write the checkpoint every this many epochs (and at the end)",
+    "training.eval_chunk_size": "examples per evaluation chunk (bounds evaluation memory)",
+    "training.devices": "data parallelism over this many devices (all: every device; 1: none)",
+    "training.progress": "progress bar (null: a bar on a terminal, one line per epoch otherwise; false: silent)",
+    "training.unroll": "steps per iteration of the epoch's lax.scan (speed/compile-time trade)",
+    "search": "grid search: section.key paths mapped to lists of values (every combination is a setting)",
+}
 
 # --------------------------------------------------------------------------
 # generic parsing of a mapping into a dataclass

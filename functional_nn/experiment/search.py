@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from functional_nn.experiment import builders
-from functional_nn.experiment.loading import check_batch_size, config_to_dict, parse_config
+from functional_nn.experiment.loading import check_experiment, config_to_dict, parse_config
 from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
 from functional_nn.experiment.sections import alias_hyperparameters, argument_type, layer_arguments
 from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid, seed_keys, seed_run
@@ -309,6 +309,16 @@ def setting_row(index: int, setting: dict, run: GridRun, column: int, history: l
     return row
 
 
+class NoFiniteSettingError(RuntimeError):
+    """No setting of the grid produced a finite validation value (all
+    diverged): nothing can be selected. ``rows`` and ``histories`` hold what
+    every setting did, for the result files."""
+
+    def __init__(self, message: str, rows: list | None = None, histories: list | None = None):
+        super().__init__(message)
+        self.rows, self.histories = rows, histories
+
+
 def seeds_row(index: int, setting: dict, rows: list, monitor: str) -> dict:
     """Setting ``index``'s row over its seeds' ``rows``: each metric's mean, the
     monitored value's sample standard deviation (``best_<monitor>_std``), and the
@@ -328,11 +338,20 @@ def seeds_row(index: int, setting: dict, rows: list, monitor: str) -> dict:
 
 
 def select_best(rows: list, monitor: str, mode: str) -> int:
-    """Index of the row with the best validation value (first of ties; NaN never wins)."""
+    """Index of the row with the best validation value (first of ties; NaN never wins).
+
+    Raises:
+      NoFiniteSettingError: no row has a finite value.
+    """
     worst = float("inf") if mode == "min" else float("-inf")
     values = [r[f"best_{monitor}"] if np.isfinite(r[f"best_{monitor}"]) else worst for r in rows]
     if all(v == worst for v in values):
-        raise RuntimeError("grid search: every setting diverged or never produced a finite validation value")
+        statuses = ", ".join(sorted({r["status"] for r in rows}))
+        raise NoFiniteSettingError(
+            f"grid search: none of the {len(rows)} settings produced a finite {monitor} (status: {statuses}); "
+            "nothing to select — lower optimizer.learning_rate or add clipping (e.g. optimizer.clip_by_global_norm)",
+            rows,
+        )
     return int(np.argmin(values) if mode == "min" else np.argmax(values))
 
 
@@ -412,7 +431,10 @@ def grid_search(
             runs[index] = (seed_runs, column, splits)
     rule = selection_rule(config)
     monitor, mode = rule.monitor, group_runs[0].mode
-    best = select_best(rows, monitor, mode)
+    try:
+        best = select_best(rows, monitor, mode)
+    except NoFiniteSettingError as e:
+        raise NoFiniteSettingError(str(e), rows, histories) from None
     seed_runs, column, splits = runs[best]
     best_config = concrete_config(config, settings[best])
     seed_states = [kept_train_state(one_seed.carry, column) for one_seed in seed_runs]
@@ -435,5 +457,5 @@ def _cached_data(cache: dict, config: Config):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"data: {e}") from None
-    check_batch_size(config.training, cache[key])
+    check_experiment(config, cache[key], builders.build_model(config.model))  # batch size, labels vs loss and model
     return cache[key]

@@ -127,7 +127,10 @@ def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: f
     write(SUMMARY_FILE, json.dumps(summary(result, config, seconds), indent=2) + "\n")
     lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(result.histories) for r in history]
     write(HISTORY_FILE, "\n".join(lines) + "\n")
-    write_plots(result, config, out_dir)
+    if plots.plotting_available():
+        write_plots(result, config, out_dir)
+    else:
+        plots.note_plots_skipped()
     state = result.best_train_state
     save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
     write_best_run(result, os.path.join(out_dir, BEST_DIR), seconds)
@@ -177,3 +180,17 @@ def write_best_run(result: SearchResult, directory: str, seconds: float) -> None
     run_dir.write_json(os.path.join(directory, run_dir.SUMMARY_FILE), {**run_summary, "selected_by_search": True})
 
 
+def write_failed_outputs(error, config: Config, out_dir: str, seconds: float) -> None:
+    """A search that selected nothing (``error``, a
+    :class:`~functional_nn.experiment.search.NoFiniteSettingError`): the
+    config, the results table, every setting's history and a summary with
+    ``status: no_finite_setting`` and the message, so the failure can be read."""
+    os.makedirs(out_dir, exist_ok=True)
+    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
+    write("config.yaml", dump_config(config))
+    write(RESULTS_CSV, search_report.csv_text(error.rows))
+    write(RESULTS_MD, f"# Grid search: {config.name}\n\n**Nothing selected:** {error}\n\n" + search_report.markdown_table(error.rows))
+    summary = {"name": config.name, "status": "no_finite_setting", "message": str(error), "settings": len(error.rows), "wall_time_s": seconds}
+    write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(error.histories or []) for r in history]
+    write(HISTORY_FILE, "\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from typing import Union
 
 from functional_nn.experiment.schema import (
@@ -156,6 +157,20 @@ def _hyperparameter_type(default):
     return Union[float, bool, str, type(None)]
 
 
+def _convert_schedule_argument(parameter: inspect.Parameter, value, path: str):
+    """An optax schedule argument converted by its annotation: ``int``,
+    ``bool``, ``float`` as they are; a numeric union (``chex.Numeric``) as a
+    number (or null when ``None`` is in the union); anything else (e.g.
+    ``boundaries_and_scales``, a mapping) is passed on for optax to check."""
+    annotation = parameter.annotation
+    if annotation in (int, bool, float):
+        return _convert(annotation, value, path)
+    options = typing.get_args(annotation)
+    if float in options:
+        return _convert(Union[float, type(None)] if type(None) in options else float, value, path)
+    return value
+
+
 def parse_schedule(raw, path: str) -> ScheduleConfig | None:
     if raw is None:
         return None
@@ -173,12 +188,23 @@ def parse_schedule(raw, path: str) -> ScheduleConfig | None:
     for key in raw:
         if key not in accepted:
             raise unknown_key_error(path, key, ["name", *accepted])
+        raw[key] = _convert_schedule_argument(parameters[key], raw[key], f"{path}.{key}")
     missing = [
         p for p, v in parameters.items() if v.default is inspect.Parameter.empty and p != filled and p not in raw
     ]
     if missing:
         raise ConfigError(f"{path}: schedule {name!r} needs {', '.join(missing)}")
     return ScheduleConfig(name, raw)
+
+
+def _not_applicable_error(path: str, key, name: str, accepted) -> ConfigError:
+    """A key that is another optimizer's hyperparameter (``b1`` with ``sgd``)
+    does not apply to ``name``; any other key is unknown."""
+    if any(key in alias_hyperparameters(other) for other in OPTIMIZERS):
+        return ConfigError(
+            f"{path}.{key}: does not apply to {path}.name={name!r} (its keys: {', '.join(sorted(accepted))})"
+        )
+    return unknown_key_error(path, key, accepted)
 
 
 def parse_optimizer(raw, path: str = "optimizer") -> OptimizerConfig:
@@ -193,7 +219,7 @@ def parse_optimizer(raw, path: str = "optimizer") -> OptimizerConfig:
         if key in own or key == "schedule":
             continue
         if key not in extra_names:
-            raise unknown_key_error(path, key, [*own, "schedule", *extra_names])
+            raise _not_applicable_error(path, key, name, [*own, "schedule", *extra_names])
         hyperparameters[key] = _convert(_hyperparameter_type(extra_names[key]), value, f"{path}.{key}")
     config = parse_section(OptimizerConfig, section, path)
     return dataclasses.replace(

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_nn._validation import check_dtype  # noqa: F401  (conv.py imports it from here)
+
 
 def check_choice(name: str, value, choices):
     """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
@@ -134,20 +136,6 @@ def check_features(layer: str, x_shape, expected: int, param: str, param_shape, 
 
 
 # ---------------------------------------------------------------- dtypes
-
-
-def check_dtype(name: str, value, kind=jnp.inexact):
-    """``None`` or ``value`` as a ``numpy.dtype`` of ``kind`` (``"bfloat16"``, ``jnp.float32``, ...)."""
-    if value is None:
-        return None
-    try:
-        dtype = jnp.dtype(value)
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, kind):
-        kinds = "a floating" if kind is jnp.floating else "a floating or complex"
-        raise TypeError(f"{name}={value!r}: must be {kinds} dtype (e.g. 'float32', 'bfloat16') or None")
-    return dtype
 
 
 def param_dtype(dtype):

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from functional_nn._validation import check_in_range, check_nonnegative
+from functional_nn._validation import check_dtype, check_in_range, check_nonnegative
 from functional_nn.layers._checks import check_choice
 from functional_nn.layers.base import LAYERS, Layer, callable_module
 
@@ -325,8 +325,8 @@ def batchnorm(*, eps=1e-5, stats: str = "ema", ema_decay=0.9, axis_name=None, dt
     check_nonnegative("eps", eps)
     check_in_range("ema_decay", ema_decay, 0.0, 1.0, high_inclusive=True)
     check_choice("stats", stats, STATS_MODES)
-    dtype = _check_float_dtype("dtype", dtype)
-    compute_dtype = _check_float_dtype("compute_dtype", compute_dtype)
+    dtype = check_dtype("dtype", dtype, jnp.floating)
+    compute_dtype = check_dtype("compute_dtype", compute_dtype, jnp.floating)
 
     def init(key, input_shape):
         del key
@@ -345,19 +345,6 @@ def batchnorm(*, eps=1e-5, stats: str = "ema", ema_decay=0.9, axis_name=None, dt
         return _output(y, x, params, compute_dtype), new_state
 
     return Layer(init, apply)
-
-
-def _check_float_dtype(name: str, dtype):
-    """``dtype`` as a NumPy dtype (None stays None); ``ValueError`` naming ``name`` unless it is a float dtype."""
-    if dtype is None:
-        return None
-    try:
-        resolved = jnp.dtype(dtype)
-    except (TypeError, ValueError):
-        resolved = None
-    if resolved is None or not jnp.issubdtype(resolved, jnp.floating):
-        raise ValueError(f"{name}={dtype!r}: must be a floating-point dtype (e.g. float32, float64, bfloat16) or None")
-    return resolved
 
 
 def _normalize_wide(x, mean, var, gamma, beta, eps):

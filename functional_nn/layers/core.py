@@ -12,7 +12,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from functional_nn.layers._checks import cast_all, check_choice, check_dtype, check_features, param_dtype
+from functional_nn._validation import check_dtype
+from functional_nn.layers._checks import cast_all, check_choice, check_features, param_dtype
 from functional_nn.layers.base import LAYERS, Layer
 
 #: Initializers selectable by name in ``dense(w_init=..., b_init=...)``;

@@ -17,8 +17,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from functional_nn._validation import check_nonnegative
-from functional_nn.layers._checks import check_dtype, check_features, param_dtype
+from functional_nn._validation import check_dtype, check_nonnegative
+from functional_nn.layers._checks import check_features, param_dtype
 from functional_nn.layers.base import LAYERS, Layer, callable_module
 
 

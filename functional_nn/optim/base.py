@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from functional_nn._validation import HyperparameterTypeError
+from functional_nn._validation import HyperparameterTypeError, check_dtype
 from functional_nn.registry import Registry
 
 GradientTransformation = optax.GradientTransformation
@@ -92,17 +92,8 @@ def canonical_dtype(dtype: Any, name: str = "dtype") -> Optional[jnp.dtype]:
       HyperparameterTypeError: ``dtype`` (the argument ``name``) is not a
         floating-point or complex dtype (e.g. ``"float99"`` or ``int32``).
     """
-    if dtype is None:
-        return None
-    try:
-        resolved = jnp.dtype(dtype)
-    except (TypeError, ValueError):
-        resolved = None
-    if resolved is None or not jnp.issubdtype(resolved, jnp.inexact):
-        raise HyperparameterTypeError(
-            f"{name}={dtype!r}: must be a floating-point dtype such as "
-            "'float32', 'bfloat16', 'float16' or 'float64' (or None)")
-    return jax.dtypes.canonicalize_dtype(resolved)
+    resolved = check_dtype(name, dtype)
+    return None if resolved is None else jax.dtypes.canonicalize_dtype(resolved)
 
 
 def check_transformation(where: str, value: Any) -> Any:

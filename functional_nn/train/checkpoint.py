@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from typing import Any, NamedTuple
 
 import jax
@@ -74,25 +74,54 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` in ``directory`` (mode 0o666 less the
+    umask, as ``open`` would create it; ``tempfile.mkstemp`` would make it 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp_path, flags, 0o666), temp_path
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same directory,
     flush + fsync, then ``os.replace``. On failure the temp file is removed and
-    whatever was at ``path`` before stays untouched."""
+    whatever was at ``path`` before stays untouched. The file follows the
+    umask, and a symlink at ``path`` is replaced, never written through.
+
+    Raises:
+      OSError: naming ``path`` (e.g. ``[Errno 28] No space left on device: 'run/checkpoint.npz'``).
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, temp_path = _create_temporary(directory, os.path.basename(path))
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             _write_all(f, data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     _fsync_directory(directory)
+
+
+def _naming(error: OSError, path: str) -> OSError:
+    """``error`` with ``path`` as its file name when it names none."""
+    if error.filename is None and error.errno is not None:
+        return type(error)(error.errno, error.strerror, path)
+    return error
 
 
 def _write_all(f, data: bytes, chunk: int = 1 << 20) -> None:

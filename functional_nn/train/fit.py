@@ -19,7 +19,7 @@ from functional_nn.train.early_stopping import (
     update_early_stopping,
     validate_early_stopping,
 )
-from functional_nn.train.progress import log_above_bar, progress_bar
+from functional_nn.train.progress import EpochProgress, log_above_bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,9 +47,13 @@ def _epoch_record(epoch: int, train_metrics: dict, val_metrics: dict | None, sec
     return record
 
 
-def _postfix(record: dict) -> dict:
-    short = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
-    return {label: f"{record[key]:.4g}" for key, label in short.items() if key in record}
+_POSTFIX = {"train_loss": "loss", "train_accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+
+
+def _shown_metrics(record: dict) -> dict:
+    """The metrics of an epoch record that progress shows (``train_*``, ``val_*``)."""
+    keys = sorted((k for k in record if k.startswith(("train_", "val_"))), key=lambda k: (k.startswith("val_"), not k.endswith("_loss"), k))
+    return {k: record[k] for k in keys}
 
 
 def _resume(checkpoint_path, train_state, history, stopping_state, log):
@@ -100,8 +104,9 @@ def fit(
     every ``checkpoint_every`` epochs and at the end; ``resume=True`` continues
     from ``checkpoint_path`` when it exists (bit-identical to an uninterrupted
     run). A NaN/Inf training loss raises :class:`NonFiniteLossError` without
-    touching the last checkpoint. ``progress=None`` shows a tqdm bar only when
-    stderr is a terminal.
+    touching the last checkpoint. ``progress=None`` shows a tqdm bar when
+    stderr is a terminal and one line per epoch otherwise (a log file, a pipe);
+    ``False`` is silent (:class:`~functional_nn.train.progress.EpochProgress`).
 
     ``mesh`` (a ``jax.sharding.Mesh`` with a ``data`` axis, or a device count
     ``"all"`` | n) trains data-parallel: ``epoch_fn`` must then be the
@@ -137,7 +142,7 @@ def fit(
     handlers = [*metrics_log, checkpoints, *callbacks]
     x, y, train_state, mesh = _placed(train, train_state, mesh)
     steps_done = int(train_state.step)
-    with progress_bar(progress, epochs, initial=start_epoch) as bar:
+    with EpochProgress(progress, epochs, initial=start_epoch, postfix=_POSTFIX) as bar:
         for epoch in range(start_epoch + 1, epochs + 1):
             started = time.perf_counter()
             train_state, metrics = epoch_fn(train_state, x, y)
@@ -153,8 +158,7 @@ def fit(
             event = EpochEnd(epoch, record, train_state, history, stopping_state, early_stop or epoch == epochs, early_stop)
             for handler in handlers:
                 handler(event)
-            bar.set_postfix(_postfix(record), refresh=False)
-            bar.update(1)
+            bar.epoch_done(_shown_metrics(record))
             if early_stop:
                 log(_early_stop_message(settings, stopping_state, epoch))
                 break

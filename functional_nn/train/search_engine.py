@@ -57,7 +57,7 @@ import numpy as np
 
 from functional_nn.train.early_stopping import EarlyStopping, improves, out_of_patience, resolved_mode, validate_early_stopping
 from functional_nn.train.epoch import make_epoch
-from functional_nn.train.progress import progress_bar
+from functional_nn.train.progress import EpochProgress
 from functional_nn.train.parallel import place_replicated, replicated_sharding, resolve_devices
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import chunk_rows, evaluate_device_chunks, make_eval_sums, make_train_step
@@ -512,18 +512,28 @@ def run_grid(
 
 def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress, num_seeds=1) -> GridRun:
     records = []
-    bar = progress_bar(progress, epochs, desc="grid epochs")
-    try:
+    with EpochProgress(progress, epochs, desc="grid epochs") as bar:
         for epoch in range(1, epochs + 1):
             carry, metrics = program.epoch(hparams, carry, np.int32(epoch), x, targets, chunks)
-            metrics, stopped = jax.device_get((metrics, carry.stopping.stopped))  # one transfer per epoch
+            # one transfer per epoch
+            metrics, stopped, best = jax.device_get((metrics, carry.stopping.stopped, carry.stopping.best_value))
             records.append(metrics)
-            bar.update(1)
+            bar.epoch_done(_grid_progress(metrics, best, size, rule.monitor, resolved_mode(rule)))
             if np.all(np.asarray(stopped)[:size]):
                 break
-    finally:
-        bar.close()
     return _summarize_run(carry, records, size, epochs, rule.monitor, resolved_mode(rule), num_seeds)
+
+
+def _grid_progress(metrics: dict, best_values, size: int, monitor: str, mode: str) -> dict:
+    """What progress shows after a grid epoch: how many settings trained in it,
+    and the best ``monitor`` value so far over the settings (``best_values``, one
+    per setting, NaN before a first finite value; ``mode`` min/max)."""
+    best = np.asarray(best_values)[:size]
+    finite = best[np.isfinite(best)]
+    shown = {"settings_training": f"{int(np.sum(np.asarray(metrics['active'])[:size]))}/{size}"}
+    if finite.size:
+        shown[f"best_{monitor}"] = float(finite.min() if mode == "min" else finite.max())
+    return shown
 
 
 def setting_tree(tree, index: int):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from functional_nn.experiment.schema import Config
-from functional_nn.experiment.search import grid_search, SearchResult
-from functional_nn.experiment.search_outputs import summary, write_outputs
+from functional_nn.experiment.search import grid_search, NoFiniteSettingError, SearchResult
+from functional_nn.experiment.search_outputs import summary, write_failed_outputs, write_outputs
 
 
 def run_search(config: Config, out_dir: str, *, devices=None, progress: bool | None = None) -> SearchResult:
@@ -22,5 +23,12 @@ def run_search(config: Config, out_dir: str, *, devices=None, progress: bool | N
 
 
 def search_command(config, directory: str) -> int:
-    run_search(config, directory)
+    """Run the search; 1 (after writing the result files) when every setting diverged."""
+    started = time.perf_counter()
+    try:
+        run_search(config, directory)
+    except NoFiniteSettingError as e:
+        write_failed_outputs(e, config, directory, time.perf_counter() - started)
+        print(f"error: {e} (results in {directory})", file=sys.stderr)
+        return 1
     return 0
