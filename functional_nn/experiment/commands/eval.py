@@ -17,14 +17,15 @@ from functional_nn.experiment.run_dir import CONFIG_FILE, run_directory
 
 
 def run_and_config(target: str, overrides=(), out: str | None = None) -> tuple:
-    """(run directory, config) that ``target`` names; ``overrides`` (``--set``)
-    apply to the config read. A config file outside a run directory is trained
-    into ``out`` or ``runs/<name>``."""
-    if os.path.isfile(target):
-        config = load_config(target, overrides)
-        return run_directory(config, out or run_config_directory(target)), config
-    directory = resolve_run_directory(out or target)
-    return directory, load_config(os.path.join(directory, CONFIG_FILE), overrides)
+    """(run directory, config) that ``target`` names: a run or search directory
+    (a path that does not exist is reported as a missing run directory), or a
+    config, whose run is in ``out``, the directory of a run's own
+    ``config.yaml``, or ``runs/<name>``; ``overrides`` (``--set``) apply to the config read."""
+    if os.path.isdir(target) or (os.sep in target and not os.path.exists(target)):
+        directory = resolve_run_directory(out or target)
+        return directory, load_config(os.path.join(directory, CONFIG_FILE), overrides)
+    config = load_config(target, overrides)  # a config file (or the name of a packaged one)
+    return run_directory(config, out or run_config_directory(target)), config
 
 
 def eval_command(target: str, *, overrides=(), out: str | None = None, checkpoint: str | None, split: str) -> int:
