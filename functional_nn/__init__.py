@@ -13,3 +13,15 @@ data -> train -> experiment -> __main__ (see CONTRIBUTING.md).
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["load_run"]
+
+
+def __getattr__(name):
+    """``functional_nn.load_run`` (:func:`functional_nn.experiment.load.load_run`),
+    imported on first use so that ``import functional_nn`` stays light."""
+    if name == "load_run":
+        from functional_nn.experiment.load import load_run
+
+        return load_run
+    raise AttributeError(f"module 'functional_nn' has no attribute {name!r}")

@@ -1,5 +1,6 @@
-"""Command line: ``python -m functional_nn {train,eval,search} CONFIG [--set k=v ...]``
-and ``python -m functional_nn configs [NAME] [--reference]``.
+"""Command line: ``python -m functional_nn {train,eval,search} CONFIG [--set k=v ...]``,
+``python -m functional_nn predict RUN_DIR --input FILE`` and
+``python -m functional_nn configs [NAME] [--reference]``.
 
 CONFIG is a YAML file or the NAME of a config shipped in the package
 (``python -m functional_nn configs`` lists them). Runs use JAX's persistent
@@ -15,8 +16,9 @@ that already holds a run stages its files and replaces that run's together when
 it writes its first checkpoint. A run locks its directory; a second run into it
 exits with an error naming the holder (``functional_nn.experiment.run_dir``).
 Every error a user can cause is one ``error: ...`` line on stderr and exit
-code 2. ``eval`` evaluates a
-run's checkpoint on the test split; ``search`` runs the config's grid search.
+code 2. ``eval`` evaluates a trained run (a run directory, its ``config.yaml``,
+a search directory's chosen setting, or a config's run) on a split, ``predict``
+applies one to inputs of your own; ``search`` runs the config's grid search.
 ``training.devices: all | N`` trains data-parallel over that many devices
 (``functional_nn.train.parallel``); ``train --distributed`` first joins a
 multi-host job with ``jax.distributed.initialize``.
@@ -83,10 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
     add_distributed(train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint on the test split")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a trained run on a split (a run directory, its config.yaml, a search directory, or a config)"
+    )
     add_common(evaluate)
     evaluate.add_argument("--checkpoint", default=None, help="checkpoint file (default: <run dir>/checkpoint.npz)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+
+    predict = commands.add_parser("predict", help="predict with a trained run on inputs of your own")
+    predict.add_argument("run", metavar="RUN_DIR", help="a run directory (or a search directory: its chosen setting)")
+    predict.add_argument("--input", required=True, metavar="FILE", help=".npz (array x), .npy or .csv, one example per row")
+    predict.add_argument(
+        "--output", default=None, metavar="FILE",
+        help=".csv or .npz, or - for CSV on stdout (default: <input>.predictions.csv next to the input)",
+    )
 
     search = commands.add_parser("search", help="grid search over the config's search section")
     add_common(search)
@@ -158,12 +170,18 @@ def run_command(args, started: float) -> int:
         run_directory,
     )
 
-    config = load_config(args.config, args.overrides)
-    directory = run_directory(config, args.out)
+    from functional_nn.experiment.load import run_config_directory
+
+    if args.command == "predict":
+        from functional_nn.experiment.commands.predict import predict_command
+
+        return predict_command(args.run, input_path=args.input, output=args.output)
     if args.command == "eval":
         from functional_nn.experiment.commands.eval import eval_command
 
-        return eval_command(config, directory, checkpoint=args.checkpoint, split=args.split)
+        return eval_command(args.config, overrides=args.overrides, out=args.out, checkpoint=args.checkpoint, split=args.split)
+    config = load_config(args.config, args.overrides)
+    directory = run_directory(config, args.out or run_config_directory(args.config))
     # a multi-host job's processes share one run directory: they take no lock
     if getattr(args, "distributed", False):
         make_run_directory(directory)

@@ -1,5 +1,6 @@
 """Sharded grid search (issue 6): the grid axis split over 4 forced CPU devices
-gives the same results as one device, and the arrays really are split.
+gives the same results as one device, and the arrays really are split; so
+does a grid with 2 training seeds per setting (``search.seeds``).
 
 Runs ``tests/device_programs/grid_sharded_report.py`` with 4 forced host
 devices through ``conftest.run_with_devices`` (the device count is fixed when
@@ -30,3 +31,9 @@ def test_sharded_grid_search_equals_unsharded_and_splits_the_grid_over_4_devices
             np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
     for key in one["test"]:
         np.testing.assert_allclose(four["test"][key], one["test"][key], rtol=1e-5, atol=1e-6)
+    # with 2 training seeds per setting (a per-column key, split over the devices too): the same per-seed rows
+    seeded_one, seeded_four = report["seeded_one"], report["seeded_four"]
+    assert seeded_one["best"] == seeded_four["best"] and len(seeded_four["rows"]) == 6
+    for a, b in zip(seeded_one["rows"], seeded_four["rows"]):
+        assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"]
+        np.testing.assert_allclose(b["best_val_loss"], a["best_val_loss"], rtol=1e-5, atol=1e-6)

@@ -50,6 +50,9 @@ class DataSplits(NamedTuple):
     :attr:`task` names which. ``image_shape`` is the (H, W) or
     (H, W, C) shape of one example's image when the examples are images (the
     augmentations need it when the examples are stored flat).
+    ``standardization`` is the (μ, σ) pair (float64) the inputs were
+    standardised with, x ↦ (x − μ)/σ (:func:`standardize`), computed on the
+    training split; new inputs need the same to be fed to a trained model.
     """
 
     train: Split
@@ -57,6 +60,7 @@ class DataSplits(NamedTuple):
     test: Split
     num_classes: int | None = None
     image_shape: tuple | None = None
+    standardization: tuple | None = None
 
     @property
     def task(self) -> str:
@@ -178,6 +182,7 @@ def make_splits(
         **{name: _standardized_split(f"{prefix}{name} split", split, mean, std) for name, split in checked.items()},
         num_classes=num_classes,
         image_shape=image_shape,
+        standardization=(mean, std),
     )
 
 

@@ -11,6 +11,9 @@
   ``functional_nn.train``'s vmapped grid; ``search_outputs``/``search_report``
   write its result files and plots;
 - :mod:`~functional_nn.experiment.run_dir`: what a run directory holds;
+- :mod:`~functional_nn.experiment.load`: a trained run read back
+  (:func:`~functional_nn.experiment.load.load_run`, ``functional_nn.load_run``)
+  with its preprocessing, for ``eval``, ``predict`` and Python;
 - :mod:`~functional_nn.experiment.commands`: one module per CLI command.
 
 ``train`` never imports this package; it speaks in function arguments, and

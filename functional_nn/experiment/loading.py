@@ -37,11 +37,17 @@ from functional_nn.experiment.yaml_text import parse_yaml
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value
-    a non-empty list whose every entry makes a valid config."""
+    a non-empty list whose every entry makes a valid config; and the option
+    ``seeds`` (an integer >= 1: training seeds per setting)."""
     raw = _as_mapping(raw, path)
     grid = {}
     for key, values in raw.items():
         where = f"{path}.{key}"
+        if key == "seeds":  # an option of the search, not a grid key: train every setting with N seeds
+            grid[key] = _convert(int, values, where)
+            if grid[key] < 1:
+                raise _value_error(where, values, "must be an integer >= 1 (training seeds per setting)")
+            continue
         if not isinstance(key, str) or "." not in key or key.split(".")[0] not in SECTIONS - {"search", "name"}:
             raise _value_error(where, values, "search keys are 'section.key' paths, e.g. 'optimizer.learning_rate'")
         if not isinstance(values, list) or not values:

@@ -219,7 +219,10 @@ def search_text() -> str:
     return (
         "### Grid search\n\n`search:` maps `section.key` paths to lists of values; every combination is "
         "one setting, e.g. `optimizer.learning_rate: [1.0e-3, 3.0e-3]`. Layer arguments are addressed by "
-        "position: `model.layers.3.rate`.\n"
+        "position: `model.layers.3.rate`. `seeds: N` (an integer >= 1, default 1) is an option, not a grid "
+        "key: every setting is trained with the N training seeds `training.seed` .. `training.seed + N - 1` "
+        "in the same compiled program, rows report the mean and standard deviation over the seeds, and "
+        "selection uses the mean.\n"
     )
 
 

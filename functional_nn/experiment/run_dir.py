@@ -1,8 +1,9 @@
 """The run directory: what ``train`` writes to ``runs/<name>/`` (or ``--out``).
 
 ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
-epoch), ``learning_curves.png``, ``checkpoint.npz`` and ``summary.json`` (test
-metrics, best epoch, wall time). ``--resume`` continues from that directory's
+epoch), ``learning_curves.png``, ``checkpoint.npz``, ``summary.json`` (test
+metrics, best epoch, wall time) and ``preprocessing.npz`` (the inputs'
+standardisation statistics, read by ``experiment.load.load_run``). ``--resume`` continues from that directory's
 checkpoint after checking that the config matches the one stored in it.
 
 A run never damages a directory that holds another run:
@@ -45,7 +46,8 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.npz"
 PLOT_FILE = "learning_curves.png"
 SUMMARY_FILE = "summary.json"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PLOT_FILE, SUMMARY_FILE)
+PREPROCESSING_FILE = "preprocessing.npz"  # the inputs' standardisation (experiment.load)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PLOT_FILE, SUMMARY_FILE, PREPROCESSING_FILE)
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
 COMMIT_FILE = "COMMIT"

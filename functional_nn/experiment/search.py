@@ -26,6 +26,15 @@ Every setting uses the validation split for early stopping and the selection
 metric (``training.early_stopping.monitor``, ``val_loss`` by default); the
 setting with the best validation value is chosen, and only that one is then
 evaluated, once, on the test split.
+
+``seeds: N`` in the section (default 1) trains every setting with the N
+training seeds ``training.seed``, ``training.seed + 1``, ..., in the same
+compiled program (one more vmapped axis, :func:`functional_nn.train.seed_keys`):
+each setting's row reports the mean over seeds of its metrics and the sample
+standard deviation of the monitored value, and selection uses the mean, so a
+setting that was lucky with one seed does not win on noise. The chosen
+setting's weights are those of seed ``training.seed`` (its config is then
+exactly the chosen run's).
 """
 
 from __future__ import annotations
@@ -41,11 +50,12 @@ from functional_nn.experiment import builders
 from functional_nn.experiment.loading import check_experiment, config_to_dict, parse_config
 from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
 from functional_nn.experiment.sections import alias_hyperparameters, argument_type, layer_arguments
-from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid
+from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid, seed_keys, seed_run
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_evaluate
 
 OPTIMIZER_NUMBERS = ("learning_rate", "l2", "clip", "clip_by_norm", "clip_by_global_norm")
+SEARCH_OPTIONS = ("seeds",)  # keys of the search section that are options, not grid keys
 
 
 
@@ -66,7 +76,14 @@ class SearchResult(NamedTuple):
     that setting's metrics on the test split (the only test evaluation),
     ``best_train_state`` its train state (best epoch's weights when
     ``restore_best``) and ``best_config`` its full config; ``groups[g]`` was
-    trained by the compiled run ``runs[g]`` (a :class:`GridRun`).
+    trained by the compiled run ``runs[g]`` (a :class:`GridRun`; with several
+    seeds, its first seed's columns, :func:`~functional_nn.train.seed_run`).
+
+    With ``seeds`` N > 1, ``rows[i]`` holds means over the seeds (and the
+    monitored value's standard deviation), ``seed_rows[i][k]`` setting i's row
+    with seed k, ``histories[i]`` its first seed's history and
+    ``seed_test_metrics`` the chosen setting's test metrics with each seed.
+    ``best_data`` is the data splits the chosen setting was trained on.
     """
 
     keys: list
@@ -81,6 +98,10 @@ class SearchResult(NamedTuple):
     best_config: Config
     groups: list
     runs: list
+    seeds: int = 1
+    seed_rows: list | None = None
+    seed_test_metrics: list | None = None
+    best_data: Any = None
 
 
 # --------------------------------------------------------------------------
@@ -141,7 +162,15 @@ def validate_grid(config: Config, grid: dict | None = None) -> dict:
         )
     raw = config_to_dict(config)
     raw["search"] = copy.deepcopy(grid)
-    return parse_config(raw).search
+    grid = {k: v for k, v in parse_config(raw).search.items() if k not in SEARCH_OPTIONS}
+    if not grid:
+        raise ConfigError("search: the grid is empty; list values for at least one 'section.key' besides seeds")
+    return grid
+
+
+def search_seeds(config: Config, grid: dict | None = None) -> int:
+    """The number of training seeds per setting: ``seeds`` of the search section (default 1)."""
+    return int((config.search if grid is None else grid).get("seeds", 1))
 
 
 def split_keys(grid: dict, model: ModelConfig) -> tuple:
@@ -215,8 +244,14 @@ def selection_rule(config: Config):
     return rule
 
 
-def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None) -> GridRun:
-    """Train one group's settings at once (they differ only in traced values)."""
+def training_keys(seed: int, seeds: int):
+    """The key of ``training.seed`` (one seed), or the keys of seeds ``seed .. seed + seeds - 1``."""
+    return jax.random.key(seed) if seeds == 1 else seed_keys(range(seed, seed + seeds))
+
+
+def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None, seeds: int = 1) -> GridRun:
+    """Train one group's settings at once (they differ only in traced values),
+    each with ``seeds`` training seeds."""
     optimizer_hparams, model_hparams = split_hparams(traced, settings)
     for key, target in traced.items():
         _check_traceable_for(config, key, target)
@@ -233,7 +268,7 @@ def run_group(config: Config, traced: dict, settings: list, data, *, devices=Non
             data.val,
             batch_size=training.batch_size,
             epochs=training.epochs,
-            key=jax.random.key(training.seed),
+            key=training_keys(training.seed, seeds),
             early_stopping=selection_rule(config),
             augment=builders.build_augment(training, data.image_shape),
             devices=config.training.devices if devices is None else devices,
@@ -284,6 +319,24 @@ class NoFiniteSettingError(RuntimeError):
         self.rows, self.histories = rows, histories
 
 
+def seeds_row(index: int, setting: dict, rows: list, monitor: str) -> dict:
+    """Setting ``index``'s row over its seeds' ``rows``: each metric's mean, the
+    monitored value's sample standard deviation (``best_<monitor>_std``), and the
+    best epoch, epochs run and status of each seed (``12/15/11``). A seed that
+    never had a finite value makes the mean NaN (the setting cannot win)."""
+    best = f"best_{monitor}"
+    values = np.array([r[best] for r in rows], np.float64)
+    row = {"setting": index, **setting, best: float(values.mean())}
+    row[f"{best}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in rows)
+    per_seed = {"setting", best, "best_epoch", "epochs_run", "status", *setting}
+    row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in per_seed})
+    row["epochs_run"] = "/".join(str(r["epochs_run"]) for r in rows)
+    statuses = [r["status"] for r in rows]
+    row["status"] = statuses[0] if len(set(statuses)) == 1 else "/".join(statuses)
+    return row
+
+
 def select_best(rows: list, monitor: str, mode: str) -> int:
     """Index of the row with the best validation value (first of ties; NaN never wins).
 
@@ -331,48 +384,66 @@ def concrete_config(config: Config, setting: dict) -> Config:
     return parse_config(raw, overrides=list(setting.items()))
 
 
-def evaluate_on_test(config: Config, train_state, test) -> dict:
-    """The chosen setting's test metrics (``test_loss``, ``test_accuracy``)."""
+def evaluate_on_test(config: Config, train_states: list, test) -> list:
+    """The chosen setting's test metrics (``test_loss``, ``test_accuracy``) for
+    each of ``train_states`` (its seeds), with one compiled evaluation."""
     if len(test.x) == 0:
-        return {}
+        return [{} for _ in train_states]
     evaluate = make_evaluate(builders.build_model(config.model), builders.build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
-    return {f"test_{k}": v for k, v in evaluate(train_state, test.x, test.y).items()}
+    return [{f"test_{k}": v for k, v in evaluate(state, test.x, test.y).items()} for state in train_states]
 
 
-def grid_search(config: Config, grid: dict | None = None, *, devices=None, data=None, progress: bool | None = None) -> SearchResult:
+def grid_search(
+    config: Config, grid: dict | None = None, *, devices=None, data=None, progress: bool | None = None, seeds: int | None = None
+) -> SearchResult:
     """Train every setting of ``grid`` (``config.search`` by default), select on
     validation data, evaluate the selected setting once on test data.
+
+    ``seeds`` (default: the section's ``seeds``, else 1) trains every setting
+    with that many training seeds and selects on the mean (module docstring).
 
     ``devices`` (``"all"``, an int, a list of devices or a ``Mesh``; default
     ``config.training.devices``) shards each group's grid axis over devices.
     ``data`` (a ``DataSplits``) replaces ``builders.build_data(config.data)``.
     """
+    seeds = search_seeds(config, grid) if seeds is None else seeds
     grid = validate_grid(config, grid)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"search.seeds={seeds!r}: must be an integer >= 1 (training seeds per setting)")
     settings = expand_grid(grid)
     traced, structural = split_keys(grid, config.model)
     rows, histories, runs = [None] * len(settings), [None] * len(settings), {}
+    seed_rows = [[] for _ in settings]
     groups, group_runs = group_settings(settings, structural), []
     data_cache = {}
     for group in groups:
         group_cfg = group_config(config, group.structural)
         splits = data if data is not None else _cached_data(data_cache, group_cfg)
-        run = run_group(group_cfg, traced, [settings[i] for i in group.indices], splits, devices=devices, progress=progress)
-        group_runs.append(run)
+        run = run_group(group_cfg, traced, [settings[i] for i in group.indices], splits, devices=devices, progress=progress, seeds=seeds)
+        seed_runs = [seed_run(run, k) for k in range(seeds)]
+        group_runs.append(seed_runs[0])
         for column, index in enumerate(group.indices):
-            histories[index] = setting_history(run, column)
-            rows[index] = setting_row(index, settings[index], run, column, histories[index])
-            runs[index] = (run, column, splits)
+            for k, one_seed in enumerate(seed_runs):
+                history = setting_history(one_seed, column)
+                histories[index] = history if k == 0 else histories[index]
+                seed_rows[index].append(setting_row(index, settings[index], one_seed, column, history))
+            rows[index] = seed_rows[index][0] if seeds == 1 else seeds_row(index, settings[index], seed_rows[index], run.monitor)
+            runs[index] = (seed_runs, column, splits)
     rule = selection_rule(config)
-    monitor, mode = rule.monitor, runs[0][0].mode
+    monitor, mode = rule.monitor, group_runs[0].mode
     try:
         best = select_best(rows, monitor, mode)
     except NoFiniteSettingError as e:
         raise NoFiniteSettingError(str(e), rows, histories) from None
-    run, column, splits = runs[best]
+    seed_runs, column, splits = runs[best]
     best_config = concrete_config(config, settings[best])
-    best_state = kept_train_state(run.carry, column)
-    test_metrics = evaluate_on_test(best_config, best_state, splits.test)
-    return SearchResult(list(grid), settings, rows, histories, best, monitor, mode, test_metrics, best_state, best_config, groups, group_runs)
+    seed_states = [kept_train_state(one_seed.carry, column) for one_seed in seed_runs]
+    seed_tests = evaluate_on_test(best_config, seed_states, splits.test)
+    test_metrics, seed_tests = seed_tests[0], (seed_tests if seeds > 1 else None)
+    return SearchResult(
+        list(grid), settings, rows, histories, best, monitor, mode, test_metrics, seed_states[0], best_config, groups,
+        group_runs, seeds, seed_rows, seed_tests, splits,
+    )
 
 
 def _cached_data(cache: dict, config: Config):

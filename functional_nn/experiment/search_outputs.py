@@ -1,17 +1,27 @@
 """A grid search's run directory: the config, the results table (CSV,
-markdown), the summary, every setting's per-epoch history, the plots and the
-selected setting's parameters."""
+markdown), the summary, every setting's per-epoch history, the plots, the
+selected setting's parameters, and ``best/``: the selected setting as a
+complete run directory (config with the chosen values, training checkpoint,
+metrics, summary, learning curves, preprocessing) that ``eval``, ``predict``,
+``train --resume`` and ``load_run`` take like any run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
-from functional_nn.experiment import plots, search_report
+import jax
+import numpy as np
+
+from functional_nn.experiment import plots, run_dir, search_report
+from functional_nn.experiment.builders import build_early_stopping
+from functional_nn.experiment.load import BEST_DIR, write_preprocessing
 from functional_nn.experiment.loading import dump_config
 from functional_nn.experiment.schema import Config
-from functional_nn.experiment.search import SearchResult
-from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees
+from functional_nn.experiment.search import SearchResult, setting_train_state
+from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees, save_training_checkpoint, TrainingCheckpoint
+from functional_nn.train.early_stopping import EarlyStoppingState, host_copy
 
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
@@ -33,31 +43,53 @@ def setting_label(setting: dict) -> str:
 
 
 def summary(result: SearchResult, config: Config, seconds: float) -> dict:
+    """``summary.json``: the chosen setting, its validation value (mean and std
+    over seeds when there are several) and its test metrics (the ``best/`` run's,
+    seed ``training.seed``; with seeds also their mean and std over seeds)."""
     best_row = result.rows[result.best_index]
+    monitored = f"best_{result.monitor}"
+    selected_by = f"best {result.monitor} ({result.mode}) on the validation split"
+    spread = {}
+    if result.seeds > 1:
+        selected_by += f", mean over {result.seeds} training seeds"
+        spread[f"{monitored}_std"] = best_row[f"{monitored}_std"]
+        for name in result.seed_test_metrics[0]:
+            values = np.array([m[name] for m in result.seed_test_metrics])
+            spread.update({f"{name}_mean": float(values.mean()), f"{name}_std": float(values.std(ddof=1))})
     return {
         "name": config.name,
-        "selected_by": f"best {result.monitor} ({result.mode}) on the validation split",
+        "selected_by": selected_by,
         "settings": len(result.settings),
+        "seeds": result.seeds,
         "groups": len(result.groups),
         "best_setting": result.settings[result.best_index],
         "best_index": result.best_index,
-        f"best_{result.monitor}": best_row[f"best_{result.monitor}"],
+        monitored: best_row[monitored],
         "best_epoch": best_row["best_epoch"],
         **result.test_metrics,
+        **spread,
+        "best_run": BEST_DIR,
         "wall_time_s": seconds,
     }
 
 
 def markdown_report(result: SearchResult, config: Config) -> str:
     best = result.settings[result.best_index]
+    monitored = f"best_{result.monitor}"
+    value = search_report.format_value(result.rows[result.best_index][monitored])
+    seeds_note = ""
+    if result.seeds > 1:
+        value += " ± " + search_report.format_value(result.rows[result.best_index][f"{monitored}_std"])
+        seeds_note = f" Every setting trained with {result.seeds} seeds: mean ± sample std over seeds; selection on the mean."
     lines = [
         f"# Grid search: {config.name}",
         "",
         f"{len(result.settings)} settings ({len(result.groups)} compiled group(s)); selection: best "
-        f"{result.monitor} ({result.mode}) on the validation split; the selected setting alone is evaluated on test.",
+        f"{result.monitor} ({result.mode}) on the validation split; the selected setting alone is evaluated on test."
+        + seeds_note,
         "",
         f"**Selected:** setting {result.best_index} ({setting_label(best)}), best {result.monitor} = "
-        f"{search_report.format_value(result.rows[result.best_index][f'best_{result.monitor}'])} at epoch "
+        f"{value} at epoch "
         f"{result.rows[result.best_index]['best_epoch']}; "
         + ", ".join(f"{k} = {search_report.format_value(v)}" for k, v in result.test_metrics.items()),
         "",
@@ -101,6 +133,51 @@ def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: f
         plots.note_plots_skipped()
     state = result.best_train_state
     save_pytrees(os.path.join(out_dir, BEST_FILE), {"params": state.params, "model_state": state.model_state}, {"setting": result.settings[result.best_index]})
+    write_best_run(result, os.path.join(out_dir, BEST_DIR), seconds)
+
+
+def best_run_config(result: SearchResult) -> Config:
+    """The chosen setting's full config, named ``<search name>.best`` (so that a
+    copy trained without ``--out`` goes to its own ``runs/`` directory, never
+    into the search's)."""
+    return dataclasses.replace(result.best_config, name=f"{result.best_config.name}.best")
+
+
+def best_checkpoint(result: SearchResult, config: Config) -> TrainingCheckpoint:
+    """The chosen setting's training checkpoint, as ``fit`` would have written it
+    at its last epoch: its kept weights, history and early-stopping state. The
+    optimizer state is the one the setting ended the grid run with (a setting
+    that stopped early went on stepping it), so ``train --resume`` continues
+    from the chosen weights rather than bit-exactly."""
+    index = result.best_index
+    state = jax.device_get(setting_train_state(result, index))
+    history = result.histories[index]
+    best_epoch = max((r["epoch"] for r in history if r["is_best"]), default=0)
+    best_value = next((r[result.monitor] for r in history if r["epoch"] == best_epoch), float("nan"))
+    kept = build_early_stopping(config.training).restore_best and best_epoch > 0
+    stopping = EarlyStoppingState(
+        best_value=float(best_value),
+        best_epoch=best_epoch,
+        wait=len(history) - best_epoch,
+        best_params=host_copy(state.params) if kept else None,
+        best_model_state=host_copy(state.model_state) if kept else None,
+    )
+    return TrainingCheckpoint(state, len(history), history, stopping, run_dir.plain_config(config))
+
+
+def write_best_run(result: SearchResult, directory: str, seconds: float) -> None:
+    """``best/``: the chosen setting as a run directory (see the module docstring)."""
+    config = best_run_config(result)
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_bytes(os.path.join(directory, run_dir.CONFIG_FILE), dump_config(config).encode())
+    write_preprocessing(directory, result.best_data)
+    checkpoint = best_checkpoint(result, config)
+    save_training_checkpoint(os.path.join(directory, run_dir.CHECKPOINT_FILE), checkpoint)
+    lines = [json.dumps(record) for record in checkpoint.history]
+    atomic_write_bytes(os.path.join(directory, run_dir.METRICS_FILE), ("\n".join(lines) + "\n").encode())
+    plots.plot_learning_curves(checkpoint.history, os.path.join(directory, run_dir.PLOT_FILE), title=config.name)
+    run_summary = run_dir.run_summary(config, checkpoint.history, result.test_metrics, seconds)
+    run_dir.write_json(os.path.join(directory, run_dir.SUMMARY_FILE), {**run_summary, "selected_by_search": True})
 
 
 def write_failed_outputs(error, config: Config, out_dir: str, seconds: float) -> None:

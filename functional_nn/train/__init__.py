@@ -23,7 +23,7 @@ from functional_nn.train.early_stopping import (
 from functional_nn.train.epoch import compile_epoch, first_nonfinite_step, make_epoch, make_train_epoch
 from functional_nn.train.callbacks import CheckpointWriter, EpochEnd, MetricsLog, write_metrics_lines
 from functional_nn.train.fit import NonFiniteLossError, best_epoch, fit
-from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid
+from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid, seed_keys, seed_run
 from functional_nn.train.state import TrainState, init_train_state
 from functional_nn.train.step import make_eval_sums, make_evaluate, make_train_step, summarize_sums
 
@@ -57,6 +57,8 @@ __all__ = [
     "run_grid",
     "save_pytrees",
     "save_training_checkpoint",
+    "seed_keys",
+    "seed_run",
     "summarize_sums",
     "update_early_stopping",
     "write_metrics_lines",

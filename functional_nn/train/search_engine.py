@@ -32,6 +32,14 @@ so all settings' keys are equal at every step — each setting sees the same
 shuffles and dropout masks as its own ``fit`` run with that seed, and the
 program draws them once instead of S times.
 
+Training seeds are one more vmapped axis. Given ``key=seed_keys([s₁, …, s_N])``
+(N keys instead of one), every setting is trained once per seed in the same
+program: the grid axis has S·N columns, column s·N + k being setting s with
+seed s_k. Each column then carries its own key (initial weights, shuffles
+and dropout masks of seed s_k, as a separate run with that seed would see);
+:func:`seed_run` gives the S columns of one seed as a single-seed
+:class:`GridRun`.
+
 With ``devices`` the grid axis is sharded over a ``jax.sharding.Mesh`` of
 devices (``NamedSharding`` on the leading axis of train states and
 hyperparameters, the data replicated): S settings on n devices run S/n per
@@ -109,6 +117,9 @@ class GridRun(NamedTuple):
     setting s's learning curve is ``history[m][active[:, s], s]``; ``improved``
     (E, S) marks the epochs that improved on the setting's best (``fit``'s
     ``is_best``).
+
+    With N seeds (``num_seeds``) there are S·N columns (``size``), setting-major:
+    column s·N + k is setting s trained with seed k (see :func:`seed_run`).
     """
 
     carry: GridCarry
@@ -123,10 +134,30 @@ class GridRun(NamedTuple):
     stopped_early: np.ndarray
     monitor: str
     mode: str
+    num_seeds: int = 1
 
 
 # --------------------------------------------------------------------------
 # small pure pieces
+
+
+def seed_keys(seeds) -> jax.Array:
+    """One PRNG key per training seed, stacked: ``jax.random.key(s)`` for each
+    ``s`` of ``seeds`` (``key=`` of :func:`run_grid` trains every setting once
+    per seed).
+
+    Raises:
+      ValueError: ``seeds`` is empty or holds something other than integers >= 0.
+    """
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r}: must be a non-empty list of integers >= 0")
+    return jnp.stack([jax.random.key(int(s)) for s in seeds])
+
+
+def has_seed_axis(key: jax.Array) -> bool:
+    """Whether ``key`` holds several keys (a seed axis, :func:`seed_keys`) rather than one."""
+    return jnp.ndim(key) == 1
 
 
 def tree_where(condition: jax.Array, on_true, on_false):
@@ -213,21 +244,27 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     does); each setting's optimizer state is initialised with its own
     hyperparameters (``jax.vmap``). No best value yet (NaN), nothing stopped.
 
-    Runs eagerly: the network is initialised once (its initial weights must
-    not depend on the hyperparameters), and eager JAX reuses the compiled
-    random-number kernels for later grids and ``fit`` runs with the same shapes.
+    The network is initialised once (its initial weights must not depend on
+    the hyperparameters) by one compiled function, as ``init_train_state``
+    does. With N keys (a seed axis) it is initialised once per seed and
+    column s·N + k gets seed k's weights and key.
     """
     size = check_hparams(hparams)
     model = build(setting_tree(hparams, 0))[0]
-    init_key, train_key = jax.random.split(key)
-    _, params, model_state = model.init(init_key, tuple(input_shape))
-    opt_state = jax.vmap(lambda h: build(h)[2].init(params))(hparams)
+    if has_seed_axis(key):  # N keys: column s·N + k gets seed k's initial weights and key
+        columns = seed_columns(len(key), size)
+        params, model_state, train_key = _init_per_column(model, key, columns, tuple(input_shape))
+        opt_state = jax.vmap(lambda h, p: build(h)[2].init(p))(hparams, params)
+    else:
+        params, model_state, train_key = _compiled_init(model, tuple(input_shape))(key)
+        opt_state = jax.vmap(lambda h: build(h)[2].init(params))(hparams)
+        params, model_state = broadcast_to_grid(params, size), broadcast_to_grid(model_state, size)
     train_state = TrainState(
-        params=broadcast_to_grid(params, size),
-        model_state=broadcast_to_grid(model_state, size),
+        params=params,
+        model_state=model_state,
         opt_state=opt_state,
         step=jnp.zeros((size,), jnp.int32),
-        key=train_key,  # shared by all settings
+        key=train_key,  # shared by all settings, or one per column
     )
     stopping = GridStopping(
         best_value=jnp.full((size,), jnp.nan, jnp.float32),
@@ -241,6 +278,37 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     )
     # one buffer per leaf: the epoch donates the carry, and W* starts as a copy of W
     return jax.tree.map(jnp.copy, GridCarry(train_state, stopping))
+
+
+def _compiled_init(model, input_shape: tuple):
+    """``init(key) -> (params, model state, train key)``, jit-compiled: ``key``
+    split into the initialisation key and the train state's key as
+    :func:`~functional_nn.train.init_train_state` does."""
+
+    @jax.jit
+    def init(key):
+        init_key, train_key = jax.random.split(key)
+        _, params, model_state = model.init(init_key, input_shape)
+        return params, model_state, train_key
+
+    return init
+
+
+def _init_per_column(model, keys: jax.Array, columns: np.ndarray, input_shape: tuple) -> tuple:
+    """(params, model state, train keys), each with a leading column axis: column
+    c initialised from ``keys[columns[c]]`` exactly as ``init_train_state`` would.
+    Each seed is initialised once (one compiled function for all seeds), and its
+    arrays are gathered to its columns."""
+    init = _compiled_init(model, input_shape)
+    per_seed = [init(key) for key in keys]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_seed)
+    return jax.tree.map(lambda a: a[columns], stacked)
+
+
+def seed_columns(num_seeds: int, columns: int) -> np.ndarray:
+    """The seed index of each column: column s·N + k has seed k (padding columns
+    too; their results are dropped)."""
+    return np.arange(columns) % num_seeds
 
 
 # --------------------------------------------------------------------------
@@ -306,19 +374,23 @@ def carry_prefix(grid, shared) -> GridCarry:
     return GridCarry(TrainState(grid, grid, grid, grid, shared), grid)
 
 
-def compile_grid_program(build: Build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1, devices=None) -> GridProgram:
-    """The vmapped, jit-compiled epoch (it donates its carry)."""
+def compile_grid_program(
+    build: Build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1, devices=None, keyed: bool = False
+) -> GridProgram:
+    """The vmapped, jit-compiled epoch (it donates its carry); ``keyed``: one key
+    per column (a seed axis) instead of one shared key."""
     setting_epoch = make_setting_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
-    axes = carry_prefix(0, None)
+    axes = carry_prefix(0, 0 if keyed else None)
     grid_epoch = jax.vmap(setting_epoch, in_axes=(0, axes, None, None, None, None), out_axes=(axes, 0))
     if devices is None:
         return GridProgram(jax.jit(grid_epoch, donate_argnums=(1,)), None)
     mesh = grid_mesh(devices)
     split, whole = grid_shardings(mesh)
+    carry_sharding = carry_prefix(split, split if keyed else whole)
     epoch = jax.jit(
         grid_epoch,
-        in_shardings=(split, carry_prefix(split, whole), whole, whole, whole, whole),
-        out_shardings=(carry_prefix(split, whole), split),
+        in_shardings=(split, carry_sharding, whole, whole, whole, whole),
+        out_shardings=(carry_sharding, split),
         donate_argnums=(1,),
     )
     return GridProgram(epoch, mesh)
@@ -346,11 +418,12 @@ def place_split(program: GridProgram, tree):
 
 
 def place_carry(program: GridProgram, carry: GridCarry) -> GridCarry:
-    """The carry split over the mesh along the grid axis, its shared key replicated."""
+    """The carry split over the mesh along the grid axis, its shared key replicated
+    (split too when there is one key per column)."""
     if program.mesh is None:
         return jax.device_put(carry)
     split, whole = grid_shardings(program.mesh)
-    return jax.device_put(carry, carry_prefix(split, whole))
+    return jax.device_put(carry, carry_prefix(split, split if has_seed_axis(carry.train_state.key) else whole))
 
 
 # --------------------------------------------------------------------------
@@ -362,7 +435,7 @@ def _stack_history(records: list, size: int) -> dict:
     return {name: np.stack([np.asarray(r[name])[:size] for r in records]) for name in names}
 
 
-def _summarize_run(carry, records: list, size: int, epochs: int, monitor: str, mode: str) -> GridRun:
+def _summarize_run(carry, records: list, size: int, epochs: int, monitor: str, mode: str, num_seeds: int = 1) -> GridRun:
     history = _stack_history(records, size)
     active = history.pop("active").astype(bool)
     improved = history.pop("improved").astype(bool)
@@ -383,6 +456,7 @@ def _summarize_run(carry, records: list, size: int, epochs: int, monitor: str, m
         stopped_early=(epochs_run < epochs) & ~diverged,
         monitor=monitor,
         mode=mode,
+        num_seeds=num_seeds,
     )
 
 
@@ -408,7 +482,9 @@ def run_grid(
     divergence and optimizer from ``h``, a dict of scalars (traced inside the
     program); ``hparams`` maps the same names to 1-D vectors, one entry per
     setting. ``train`` / ``val`` are ``Split(x, y)``; every setting starts from
-    the weights ``init_train_state`` makes from ``key``. ``early_stopping``
+    the weights ``init_train_state`` makes from ``key``; with N keys
+    (``key=seed_keys([...])``) every setting is trained once per key, all in
+    the same program (S·N columns, see :class:`GridRun` and :func:`seed_run`). ``early_stopping``
     (``patience``, ``min_delta``, ``monitor``, ``mode``) is applied to each
     setting separately; ``monitor`` must be a ``val_*`` or ``train_*`` metric.
     ``devices`` (``"all"``, an int, a list or a ``Mesh``) shards the grid axis.
@@ -418,19 +494,23 @@ def run_grid(
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
     hparams = {name: np.asarray(v, np.float32) for name, v in hparams.items()}
-    size = check_hparams(hparams)
+    settings = check_hparams(hparams)
+    keyed = has_seed_axis(key)
+    num_seeds = len(key) if keyed else 1
+    hparams = {name: np.repeat(v, num_seeds) for name, v in hparams.items()}  # column s·N + k: setting s
+    size = settings * num_seeds
     chosen = grid_devices(devices)
     hparams = pad_grid(hparams, padded_size(size, chosen))
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]
-    program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen)
+    program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen, keyed=keyed)
     carry = place_carry(program, init_grid_carry(build, hparams, key, input_shape))
     hparams = place_split(program, hparams)
     x, targets, chunks = place_data(program, (x, targets, validation_chunks(val.x, val.y, eval_chunk_size)))
-    return _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress)
+    return _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress, num_seeds)
 
 
-def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress) -> GridRun:
+def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, size, progress, num_seeds=1) -> GridRun:
     records = []
     with EpochProgress(progress, epochs, desc="grid epochs") as bar:
         for epoch in range(1, epochs + 1):
@@ -441,7 +521,7 @@ def _train_epochs(program, hparams, carry, x, targets, chunks, epochs, rule, siz
             bar.epoch_done(_grid_progress(metrics, best, size, rule.monitor, resolved_mode(rule)))
             if np.all(np.asarray(stopped)[:size]):
                 break
-    return _summarize_run(carry, records, size, epochs, rule.monitor, resolved_mode(rule))
+    return _summarize_run(carry, records, size, epochs, rule.monitor, resolved_mode(rule), num_seeds)
 
 
 def _grid_progress(metrics: dict, best_values, size: int, monitor: str, mode: str) -> dict:
@@ -467,8 +547,28 @@ def kept_train_state(carry: GridCarry, index: int) -> TrainState:
     shared key. The optimizer state is the one at the end of the grid run (a
     stopped setting's optimizer kept stepping), so continue training from the
     weights, not from this optimizer state."""
-    shared_key = carry.train_state.key
+    key = carry.train_state.key
     state = setting_tree(carry.train_state._replace(key=None), index)
     stopping = setting_tree(carry.stopping, index)
-    return state._replace(params=stopping.kept_params, model_state=stopping.kept_model_state, key=shared_key)
+    key = key[index] if has_seed_axis(key) else key
+    return state._replace(params=stopping.kept_params, model_state=stopping.kept_model_state, key=key)
+
+
+def seed_run(run: GridRun, seed: int) -> GridRun:
+    """The S columns of seed index ``seed`` (0 <= seed < N) of a run with N seeds,
+    as a single-seed :class:`GridRun`: column s is setting s with that seed."""
+    if not 0 <= seed < run.num_seeds:
+        raise ValueError(f"seed={seed!r}: must be a seed index in [0, {run.num_seeds})")
+    if run.num_seeds == 1:
+        return run
+    columns = np.arange(seed, run.size, run.num_seeds)
+    by_column = lambda a: a[:, columns] if a.ndim == 2 else a[columns]  # noqa: E731
+    per_column = ("active", "improved", "best_value", "best_epoch", "epochs_run", "diverged", "stopped_early")
+    return run._replace(
+        carry=jax.tree.map(lambda a: a[columns], run.carry),
+        size=len(columns),
+        history={name: values[:, columns] for name, values in run.history.items()},
+        num_seeds=1,
+        **{name: by_column(getattr(run, name)) for name in per_column},
+    )
 

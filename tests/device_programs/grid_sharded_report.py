@@ -17,6 +17,10 @@ raw = {
 one = grid_search(parse_config(raw), devices=1)
 raw["training"]["devices"] = 4  # the config's switch
 four = grid_search(parse_config(raw))
+# training seeds as one more vmapped axis: 3 settings x 2 seeds = 6 columns, padded to 8, also split
+seeded = {**raw, "search": {"optimizer.learning_rate": [1e-3, 3e-3, 1e-2], "seeds": 2}}
+seeded_four = grid_search(parse_config(seeded))
+seeded_one = grid_search(parse_config({**seeded, "training": {**raw["training"], "devices": 1}}))
 carry = four.runs[0].carry
 leaves = jax.tree.leaves(carry.train_state.params) + jax.tree.leaves(carry.stopping.kept_params)
 print("REPORT" + json.dumps({
@@ -28,4 +32,6 @@ print("REPORT" + json.dumps({
     "leading": sorted({leaf.shape[0] for leaf in leaves}),
     "one": {"rows": one.rows, "best": one.best_index, "test": one.test_metrics},
     "four": {"rows": four.rows, "best": four.best_index, "test": four.test_metrics},
+    "seeded_one": {"rows": [r for rows in seeded_one.seed_rows for r in rows], "best": seeded_one.best_index},
+    "seeded_four": {"rows": [r for rows in seeded_four.seed_rows for r in rows], "best": seeded_four.best_index},
 }))

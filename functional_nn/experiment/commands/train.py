@@ -16,12 +16,14 @@ from functional_nn.experiment.builders import (
     build_model,
 )
 from functional_nn.experiment.loading import check_experiment, dump_config
+from functional_nn.experiment.load import preprocessing_bytes
 from functional_nn.experiment.plots import plot_learning_curves
 from functional_nn.experiment.run_dir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     METRICS_FILE,
     PLOT_FILE,
+    PREPROCESSING_FILE,
     SUMMARY_FILE,
 )
 from functional_nn.experiment.schema import keyed_error
@@ -141,6 +143,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
         run_dir.note_staging(directory)
     try:
         files.write(CONFIG_FILE, dump_config(config).encode())
+        files.write(PREPROCESSING_FILE, preprocessing_bytes(data))
         augment = build_augment(config.training, data.image_shape)
         epoch_fn = _compiled_epoch(config, model, loss, optimizer, augment, mesh)
         evaluate = _evaluate_fn(config, model, loss, mesh)

@@ -1,0 +1,104 @@
+"""Training seeds as one more vmapped axis of the grid (``search.seeds``):
+a grid trained with N seeds equals N separate single-seed grids, setting by
+setting and seed by seed; rows report the mean over seeds and the sample
+standard deviation, and the selection uses the mean."""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import numpy as np
+import pytest
+
+from functional_nn.experiment import ConfigError, parse_config
+from functional_nn.experiment.search import grid_search, select_best, setting_train_state
+from functional_nn.train import seed_keys
+
+LEARNING_RATES = [3e-3, 1e-2, 3e-2]
+SEEDS = 2
+RAW = {
+    "name": "seeds_test",
+    "data": {"name": "spirals", "n": 240, "num_classes": 3, "val_fraction": 0.25, "test_fraction": 0.2},
+    # dropout: the seed changes the initial weights, the shuffles and the dropout masks
+    "model": {"layers": [{"dense": 16}, "tanh", {"dropout": 0.2}, {"dense": 3}]},
+    "optimizer": {"name": "adam"},
+    "training": {"epochs": 4, "batch_size": 32, "seed": 5, "early_stopping": {"patience": 2}},
+    "search": {"optimizer.learning_rate": LEARNING_RATES, "seeds": SEEDS},
+}
+METRICS = ("best_val_loss", "train_loss", "train_accuracy", "val_accuracy")
+
+
+def _config(seed=None, seeds=None):
+    raw = copy.deepcopy(RAW)
+    if seed is not None:
+        raw["training"]["seed"] = seed
+    if seeds is not None:
+        raw["search"]["seeds"] = seeds
+    return parse_config(raw)
+
+
+@pytest.fixture(scope="module")
+def seeded_and_single():
+    """One grid with 2 seeds, and one single-seed grid per seed (training.seed 5, 6)."""
+    seeded = grid_search(_config())
+    singles = [grid_search(_config(seed=5 + k, seeds=1)) for k in range(SEEDS)]
+    return seeded, singles
+
+
+def test_each_seed_of_the_seeded_grid_equals_a_separate_single_seed_grid(seeded_and_single):
+    seeded, singles = seeded_and_single
+    assert seeded.seeds == SEEDS and len(seeded.groups) == 1  # every setting and seed: one compiled program
+    for index in range(len(LEARNING_RATES)):
+        for k, single in enumerate(singles):
+            ours, reference = seeded.seed_rows[index][k], single.rows[index]
+            assert ours["best_epoch"] == reference["best_epoch"] and ours["epochs_run"] == reference["epochs_run"]
+            for name in METRICS:
+                np.testing.assert_allclose(ours[name], reference[name], rtol=2e-5, atol=1e-6, err_msg=f"{index} {k} {name}")
+    # the seeds really differ (otherwise the comparison above would prove nothing)
+    assert seeded.seed_rows[0][0]["best_val_loss"] != seeded.seed_rows[0][1]["best_val_loss"]
+    # seed 0 of the seeded grid kept the same weights as the single grid with training.seed
+    ours = setting_train_state(seeded, 1).params
+    reference = setting_train_state(singles[0], 1).params
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_rows_are_means_over_seeds_with_sample_std_and_selection_uses_the_mean(seeded_and_single):
+    seeded, singles = seeded_and_single
+    for index, row in enumerate(seeded.rows):
+        per_seed = np.array([single.rows[index]["best_val_loss"] for single in singles], np.float64)
+        np.testing.assert_allclose(row["best_val_loss"], per_seed.mean(), rtol=2e-5)
+        np.testing.assert_allclose(row["best_val_loss_std"], per_seed.std(ddof=1), rtol=1e-3, atol=1e-6)
+        for name in ("train_loss", "val_accuracy"):
+            np.testing.assert_allclose(row[name], np.mean([s.rows[index][name] for s in singles]), rtol=2e-5)
+        assert row["best_epoch"] == "/".join(str(s.rows[index]["best_epoch"]) for s in singles)
+    means = [np.mean([s.rows[i]["best_val_loss"] for s in singles]) for i in range(len(LEARNING_RATES))]
+    assert seeded.best_index == int(np.argmin(means))
+    # the chosen setting's test metrics: seed 0's (the best/ run) and each seed's
+    assert seeded.test_metrics == seeded.seed_test_metrics[0] and len(seeded.seed_test_metrics) == SEEDS
+
+
+def test_selection_on_the_mean_is_not_won_by_one_lucky_seed():
+    rows = [
+        {"best_val_loss": float(np.mean(v))} for v in ([0.10, 0.40], [0.20, 0.21])  # setting 0 wins seed 0 alone
+    ]
+    assert select_best(rows, "val_loss", "min") == 1
+    assert select_best([{"best_val_loss": float("nan")}, {"best_val_loss": 0.3}], "val_loss", "min") == 1
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 1.5, "three"])
+def test_invalid_seeds_name_the_key(seeds):
+    raw = copy.deepcopy(RAW)
+    raw["search"]["seeds"] = seeds
+    with pytest.raises(ConfigError, match=r"search\.seeds"):
+        parse_config(raw)
+
+
+def test_seed_keys_are_the_keys_of_each_seed_and_reject_bad_seeds():
+    keys = seed_keys([0, 7])
+    for key, seed in zip(keys, (0, 7)):
+        np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(seed)))
+    for bad in ([], [-1], [1.5], [True]):
+        with pytest.raises(ValueError, match="seeds="):
+            seed_keys(bad)
