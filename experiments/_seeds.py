@@ -1,15 +1,11 @@
 """Training seeds as one more vmapped axis: every setting × seed of a grid in one compiled program.
 
-:func:`functional_nn.train.run_grid` trains the S settings of a grid at once
-from one shared key. :func:`run_grid_seeds` trains them with N seeds: its
-grid axis holds S·N columns, column c = n·S + s being setting s trained with
-seed n, and each column carries its own key, so it starts from its own initial
-weights and sees its own shuffles and dropout masks — what N separate
-``run_grid(..., key=jax.random.key(seed_n))`` calls give (the smoke test
-checks this), in one program. It reuses the grid engine's pieces
-(``make_setting_epoch``, ``init_grid_carry``, its epoch loop and summary);
-only the key gets a grid axis. When ``run_grid`` takes a batch of keys itself,
-:func:`run_grid_seeds` becomes that call.
+The seeds axis is the library's: :func:`functional_nn.train.run_grid` with
+``key=seed_keys(seeds)`` trains each of the S settings once per seed in one
+program (S·N columns, setting-major: column s·N + n is setting s trained with
+seed n, which starts from ``jax.random.key(seeds[n])``'s weights and sees that
+seed's shuffles and dropout masks, as a separate single-seed run would;
+``tests/test_grid_seeds.py`` checks this).
 
 :func:`seeded_search` is the config-level driver (the grid of a config's
 ``search`` section, structural keys in separate programs as in
@@ -22,57 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from functional_nn.experiment import builders
 from functional_nn.experiment.search import concrete_config, expand_grid, group_config, group_settings, make_build, selection_rule, split_hparams, split_keys, validate_grid
-from functional_nn.train import make_evaluate
-from functional_nn.train.early_stopping import EarlyStopping, validate_early_stopping
-from functional_nn.train.search_engine import GridProgram, GridRun, _train_epochs, check_hparams, init_grid_carry, kept_train_state, make_setting_epoch, validation_chunks
-
-
-def stack_seed_carries(carries: list, size: int):
-    """One carry with S·N columns from N single-seed carries of S columns each;
-    each seed's shared key is repeated over its S columns."""
-    keys = jnp.concatenate([jnp.broadcast_to(c.train_state.key, (size,)) for c in carries])
-    without_keys = [c._replace(train_state=c.train_state._replace(key=None)) for c in carries]
-    stacked = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *without_keys)
-    return stacked._replace(train_state=stacked.train_state._replace(key=keys))
-
-
-def compile_seeded_epoch(build, batch_size: int, rule: EarlyStopping, *, augment=None, unroll: int = 1) -> GridProgram:
-    """The grid engine's one-setting epoch, vmapped over columns that each carry their own key."""
-    epoch = make_setting_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
-    return GridProgram(jax.jit(jax.vmap(epoch, in_axes=(0, 0, None, None, None, None)), donate_argnums=(1,)), None)
-
-
-def run_grid_seeds(build, hparams: dict, seeds, train, val, *, batch_size: int, epochs: int,
-                   early_stopping: EarlyStopping | None = None, augment=None, eval_chunk_size: int = 1024, unroll: int = 1) -> GridRun:
-    """``run_grid`` over settings × seeds: a :class:`GridRun` whose column n·S + s is setting s with seed n.
-
-    Arguments:
-      build, hparams, train, val, batch_size, epochs, early_stopping, augment, eval_chunk_size, unroll:
-        as :func:`functional_nn.train.run_grid`.
-      seeds: N integer seeds; seed n's columns start from ``jax.random.key(seeds[n])``.
-
-    Raises:
-      ValueError: no seeds, or a ``run_grid`` argument is invalid (named).
-    """
-    seeds = [int(seed) for seed in seeds]
-    if not seeds:
-        raise ValueError("seeds=[]: give at least one training seed")
-    rule = validate_early_stopping(early_stopping or EarlyStopping(patience=None))
-    hparams = {name: np.asarray(v, np.float32) for name, v in hparams.items()}
-    size = check_hparams(hparams)
-    x, targets = np.asarray(train.x), np.asarray(train.y)
-    input_shape = (batch_size,) + x.shape[1:]
-    carry = stack_seed_carries([init_grid_carry(build, hparams, jax.random.key(seed), input_shape) for seed in seeds], size)
-    columns = {name: np.tile(v, len(seeds)) for name, v in hparams.items()}
-    program = compile_seeded_epoch(build, batch_size, rule, augment=augment, unroll=unroll)
-    chunks = validation_chunks(val.x, val.y, eval_chunk_size)
-    return _train_epochs(program, columns, carry, x, targets, chunks, epochs, rule, size * len(seeds), False)
+from functional_nn.train import make_evaluate, run_grid
+from functional_nn.train.search_engine import GridRun, kept_train_state, seed_keys
 
 
 # --------------------------------------------------------------------------
@@ -118,9 +69,9 @@ def _run_group(config, traced: dict, settings: list, seeds, data) -> GridRun:
     if not hparams:
         hparams = {"_unused": np.zeros(len(settings), np.float32)}
     training = config.training
-    return run_grid_seeds(
-        make_build(config, optimizer_hparams, model_hparams), hparams, seeds, data.train, data.val,
-        batch_size=training.batch_size, epochs=training.epochs, early_stopping=selection_rule(config),
+    return run_grid(
+        make_build(config, optimizer_hparams, model_hparams), hparams, data.train, data.val, key=seed_keys(seeds),
+        batch_size=training.batch_size, epochs=training.epochs, early_stopping=selection_rule(config), progress=False,
         augment=builders.build_augment(training, data.image_shape), eval_chunk_size=training.eval_chunk_size, unroll=training.unroll,
     )
 
@@ -129,7 +80,7 @@ def locate(result: SeededSearch, index: int, seed_index: int) -> tuple:
     """(run, column) of setting ``index`` trained with ``seeds[seed_index]``."""
     for group, run in zip(result.groups, result.runs):
         if index in group.indices:
-            return run, seed_index * len(group.indices) + group.indices.index(index)
+            return run, group.indices.index(index) * len(result.seeds) + seed_index
     raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
 
 
@@ -162,8 +113,7 @@ def epochs_to_reach(result: SeededSearch, metric: str, target: float) -> np.ndar
 def train_state(result: SeededSearch, index: int, seed_index: int):
     """The train state column (setting ``index``, seed ``seed_index``) kept: best epoch's weights with ``restore_best``, else its last."""
     run, column = locate(result, index, seed_index)
-    state = kept_train_state(run.carry, column)
-    return state._replace(key=run.carry.train_state.key[column])
+    return kept_train_state(run.carry, column)
 
 
 def evaluate(result: SeededSearch, index: int, seed_index: int, split, cache: dict) -> dict:

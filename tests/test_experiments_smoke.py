@@ -52,7 +52,7 @@ def test_seeds_axis_matches_one_run_grid_per_seed(experiments):
     separate = run_grid(make_build(config, optimizer_hparams, model_hparams), {f"optimizer:{k}": v for k, v in optimizer_hparams.items()},
                         data.train, data.val, batch_size=config.training.batch_size, epochs=1, key=jax.random.key(seeds[1]),
                         early_stopping=selection_rule(config))
-    # the second seed's columns (offset S in the grid axis); vmapped matmuls round differently: 0.5 % tolerance
+    # the second seed's columns; vmapped matmuls round differently: 0.5 % tolerance
     np.testing.assert_allclose(curves[:, 1, :].T, separate.history["val_loss"], rtol=5e-3)
     assert abs(curves[1, 0, 0] - curves[1, 1, 0]) > 10 * 5e-3 * curves[1, 1, 0]  # the seeds differ far beyond the tolerance
 
