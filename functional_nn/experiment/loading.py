@@ -11,7 +11,7 @@ import re
 
 import yaml
 
-from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
+from functional_nn.experiment.builders import build_optimizer, build_schedule, check_flat_params, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
 from functional_nn.experiment.schema import (
     Config,
@@ -27,7 +27,7 @@ from functional_nn.experiment.schema import (
     _convert,
     _value_error,
 )
-from functional_nn.experiment.sections import parse_model, parse_optimizer
+from functional_nn.experiment.sections import model_to_dict, parse_model, parse_optimizer
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value
@@ -104,6 +104,7 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
     _check_data_section(config.data)
     _check_split_fractions(config.data)
     _check_optimizer_builds(config)
+    check_flat_params(config.model, config.optimizer)
     return config
 
 
@@ -153,7 +154,7 @@ def load_config(path: str, overrides=()) -> Config:
 def config_to_dict(config: Config) -> dict:
     """The plain-data form of a config (what ``load_config`` reads back to the same config)."""
     raw = dataclasses.asdict(config)
-    raw["model"] = {"layers": [{"type": layer.type, **layer.args} for layer in config.model.layers]}
+    raw["model"] = model_to_dict(config.model)
     optimizer = raw["optimizer"]
     optimizer.update(optimizer.pop("hyperparameters"))
     if config.optimizer.schedule is not None:

@@ -135,15 +135,27 @@ class DataConfig:
 @dataclass(frozen=True)
 class LayerConfig:
     """One layer: its registered name in ``functional_nn.layers.LAYERS`` and the
-    constructor's arguments (checked against its signature and by calling it)."""
+    constructor's arguments (checked against its signature and by calling it);
+    a layer argument that holds layers (``residual``'s ``block``/``shortcut``)
+    holds a tuple of ``LayerConfig``. ``name``: the user's name for the layer
+    (``model.<name>.<arg>`` in ``--set`` and ``search``), unique in the model."""
 
     type: str
     args: dict = field(default_factory=dict)
+    name: str | None = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``layers`` in order (``serial``); ``compute_dtype`` (e.g. bfloat16) is
+    passed to every layer that takes one (mixed precision: params, statistics
+    and the loss stay float32); ``flat_params`` keeps the parameters as one
+    flat buffer per dtype (``layers.flat_params``, a faster optimizer step for
+    many small leaves)."""
+
     layers: tuple = ()
+    compute_dtype: str | None = None
+    flat_params: bool = False
 
 
 @dataclass(frozen=True)
