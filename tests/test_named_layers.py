@@ -53,6 +53,9 @@ def test_errors_name_a_named_layer_by_name_and_others_by_position():
         config("model.layers.2.block.0.out_dim=0")
     with pytest.raises(ConfigError, match=r"model\.bn\.momentum: unknown key"):
         config("model.bn.momentum=0.5")
+    model = build_model(config(model_layers=[{"conv": {"out_channels": 4, "kernel_size": 3, "name": "c1"}}]).model)
+    with pytest.raises(ValueError, match=r"serial layer 0 \(c1\): conv: input shape \(8, 5\)"):
+        model.init(jax.random.key(0), (8, 5))
 
 
 def test_search_keys_by_name_are_traced_like_positions():

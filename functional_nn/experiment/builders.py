@@ -140,7 +140,18 @@ def build_layer(layer: LayerConfig, path: str, hparams: dict, compute_dtype=None
                  if key.startswith(f"{path}.") and "." not in key[len(path) + 1:]})
     if compute_dtype is not None and "compute_dtype" in layer_arguments(layer.type) and "compute_dtype" not in args:
         args["compute_dtype"] = compute_dtype
-    return LAYERS.build(layer.type, **args)
+    built = LAYERS.build(layer.type, **args)
+    return built if layer.name is None else named_layer(built, layer.name)
+
+
+def named_layer(layer: Layer, name: str) -> Layer:
+    """``layer`` whose init errors ``serial`` reports as ``serial layer <i> (<name>)``."""
+
+    def init(key, input_shape):
+        return layer.init(key, input_shape)
+
+    init.layer_name = name
+    return Layer(init, layer.apply)
 
 
 def float32_outputs(model: Layer) -> Layer:
