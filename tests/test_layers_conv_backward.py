@@ -40,8 +40,8 @@ def test_gradients_equal_jax_derivative_of_lax_conv(rank, strides, padding, dila
     options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
     with jax.enable_x64(True):
         params, x = case_arrays(rank, groups, np.random.default_rng(rank * 100 + strides))
-        ours = jax.grad(divergence, argnums=(0, 1))(params, x, options, True)
-        reference = jax.grad(divergence, argnums=(0, 1))(params, x, options, False)
+        ours, reference = (jax.jit(jax.grad(lambda p, x, fast=fast: divergence(p, x, options, fast), argnums=(0, 1)))(params, x)
+                           for fast in (True, False))
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
             assert a.shape == b.shape and a.dtype == jnp.float64
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -53,16 +53,17 @@ def test_gradients_match_finite_differences(case):
     options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
     with jax.enable_x64(True):
         params, x = case_arrays(rank, groups, np.random.default_rng(7))
-        check_grads(lambda p, x: divergence(p, x, options, True), (params, x), order=1, modes=["rev"],
+        check_grads(jax.jit(lambda p, x: divergence(p, x, options, True)), (params, x), order=1, modes=["rev"],
                     atol=1e-6, rtol=1e-6)
 
 
 def test_layer_gradient_with_bfloat16_compute_equals_jax_derivative():
     """The layer's apply goes through the custom VJP; with compute_dtype=bfloat16 the
     params' gradients stay float32 and equal JAX's derivative up to bfloat16 rounding."""
-    layer = layers.conv(8, 3, compute_dtype="bfloat16")
-    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
-    _, params, state = layer.init(jax.random.key(1), x.shape)
+    layer, state = layers.conv(8, 3, compute_dtype="bfloat16"), ()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 4)), jnp.float32)
+    params = {"w": jnp.asarray(rng.standard_normal((3, 3, 4, 8)) / 6, jnp.float32), "b": jnp.zeros(8, jnp.float32)}
 
     def total(params, fast):
         y = conv.convolve(params, x, compute_dtype="bfloat16", fast_backward=fast)
@@ -71,7 +72,7 @@ def test_layer_gradient_with_bfloat16_compute_equals_jax_derivative():
     def layer_total(params):
         return jnp.sum(layer.apply(params, state, x, train=True)[0].astype(jnp.float32) ** 2)
 
-    ours, reference = jax.grad(layer_total)(params), jax.grad(total)(params, False)
+    ours, reference = jax.jit(jax.grad(layer_total))(params), jax.jit(jax.grad(total), static_argnums=1)(params, False)
     assert ours["w"].dtype == jnp.float32 and ours["b"].dtype == jnp.float32
     for name in ("w", "b"):
         np.testing.assert_allclose(ours[name], reference[name], atol=2e-2 * float(jnp.abs(reference[name]).max()))
@@ -85,4 +86,4 @@ def test_forward_mode_needs_fast_backward_false():
         options = dict(strides=1, padding="SAME", dilation=1, groups=1)
         with pytest.raises(TypeError, match="custom_vjp"):
             jax.jvp(lambda x: divergence(params, x, options, True), (x,), (x,))
-        check_grads(lambda x: divergence(params, x, options, False), (x,), order=1, modes=["fwd"], atol=1e-6, rtol=1e-6)
+        check_grads(jax.jit(lambda x: divergence(params, x, options, False)), (x,), order=1, modes=["fwd"], atol=1e-6, rtol=1e-6)
