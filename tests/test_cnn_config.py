@@ -75,7 +75,14 @@ def test_mnist_cnn_reads_idx_files_and_builds_on_28x28_images(tmp_path):
     data = build_data(config.data)
     model = build_model(config.model)
     input_shape = (config.training.batch_size, *data.train.x.shape[1:])
-    shape, _, _ = jax.eval_shape(lambda key: model.init(key, input_shape), jax.random.key(0))
-    assert shape == (config.training.batch_size, 10)
+    shapes = []
+
+    def init(key):  # traced only: no arrays are made
+        shape, params, state = model.init(key, input_shape)
+        shapes.append(shape)
+        return params, state
+
+    jax.eval_shape(init, jax.random.key(0))
+    assert data.train.x.shape[1:] == (28, 28) and shapes == [(config.training.batch_size, 10)]
     with pytest.raises(Exception, match="data.path"):
         load_config(MNIST_CNN, overrides=[f"data.path={tmp_path / 'missing'}"])
