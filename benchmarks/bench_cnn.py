@@ -45,7 +45,7 @@ from bench_train import digits_train_split, interleaved_times, load_text, paired
 
 from functional_nn import layers, optim  # noqa: E402
 from functional_nn.data import shuffled_batches  # noqa: E402
-from functional_nn.experiment import build_loss, build_model, build_optimizer, load_config  # noqa: E402
+from functional_nn.experiment import build_loss, build_model, load_config  # noqa: E402
 from functional_nn.layers import conv as conv_module  # noqa: E402
 from functional_nn.train import init_train_state, make_train_epoch  # noqa: E402
 
