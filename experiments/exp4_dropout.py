@@ -112,7 +112,7 @@ def equivalence_verdict(results: dict, measured: dict, fold_difference: float) -
     return _common.Verdict(
         "Inverted and scale-at-test dropout give the same eval accuracy", _common.HELD if held else _common.NOT_HELD,
         f"largest |Δ test acc| {differences.max():.4f}", f"allowed max(0.02, sd sum) = {allowed[worst]:.4f} at the tightest pair",
-        f"|difference of mean test accuracies| per rate pair: " + ", ".join(f"({', '.join(f'{r:g}' for r in rates(results['inverted'], i))}) {d:.4f} (allowed {m:.4f})"
+        "|difference of mean test accuracies| per rate pair: " + ", ".join(f"({', '.join(f'{r:g}' for r in rates(results['inverted'], i))}) {d:.4f} (allowed {m:.4f})"
                                                                            for i, (d, m) in enumerate(zip(differences, allowed)))
         + f"; W_test = αW vs scaling activations: max |Δ logit| over all scale-at-test networks {fold_difference:.2e} (rule < 1e-4)")
 

@@ -39,7 +39,9 @@ def test_every_shipped_config_loads_and_validates(path):
     if "model" not in raw:  # experiment 1's surfaces file, not a training config
         check_surfaces_config(raw)
         return
-    config = cfg.load_config(path)
+    # a config for the user's own files (mnist_cnn.yaml: IDX files) is checked with a path that exists
+    overrides = [f"data.path={ROOT}"] if "path" in (raw.get("data") or {}) else []
+    config = cfg.load_config(path, overrides=overrides)
     assert config.model.layers and config.training.epochs >= 1
     cfg.build_model(config.model)
     cfg.build_optimizer(config.optimizer)
@@ -50,9 +52,10 @@ def check_surfaces_config(raw):
     grid and optimizers that are real aliases with valid arguments."""
     from functional_nn import optim
 
-    assert set(raw) == {"surfaces", "learning_rates", "optimizers"}
+    assert set(raw) == {"surfaces", "starts", "learning_rates", "optimizers"}
+    assert raw["starts"]["count"] >= 5 and isinstance(raw["starts"]["seed"], int)  # issue 15: >= 5 starting points
     for spec in raw["surfaces"].values():
-        assert len(spec["start"]) == 2 and spec["steps"] >= 1
+        assert len(spec["start"]) == 2 and spec["steps"] >= 1 and min(spec["spread"]) >= 0
     for name, kwargs in raw["optimizers"].items():
         assert name in optim.__all__, name
         getattr(optim, name)(learning_rate=0.1, **kwargs)

@@ -11,6 +11,7 @@ from functional_nn.data.datasets import DATASETS
 from functional_nn.experiment.schema import (
     ConfigError,
     DataConfig,
+    LayerConfig,
     LossConfig,
     ModelConfig,
     OptimizerConfig,
@@ -21,11 +22,14 @@ from functional_nn.experiment.schema import (
 )
 from functional_nn.experiment.sections import (
     alias_hyperparameters,
+    layer_argument_path,
     layer_arguments,
+    layer_paths,
     MASK_ARGUMENTS,
+    nested_layer_arguments,
     _optimizer_alias,
 )
-from functional_nn.layers import LAYERS, serial
+from functional_nn.layers import flat_params, LAYERS, Layer, serial
 from functional_nn.losses import is_class_indices, LOSSES
 
 # builders
@@ -83,17 +87,83 @@ def _check_hparam_names(section: str, hparams: dict, accepted) -> None:
 
 
 def build_model(model: ModelConfig, hparams: dict | None = None):
-    """``serial`` of the registered layers; ``hparams`` maps ``"layers.<i>.<arg>"``
-    to (possibly traced) values replacing that layer argument."""
+    """``serial`` of the registered layers (residual blocks built from their
+    nested layers), with ``model.compute_dtype`` given to every layer that
+    takes one and not set its own (outputs then cast back to float32 for the
+    loss), wrapped in ``layers.flat_params`` when ``model.flat_params``.
+
+    ``hparams`` maps ``"<layer>.<arg>"`` to (possibly traced) values replacing
+    that layer argument, ``<layer>`` a positional path (``layers.3``,
+    ``layers.2.block.0``) or a layer's name.
+    """
     hparams = dict(hparams or {})
-    accepted = [f"layers.{i}.{arg}" for i, layer in enumerate(model.layers) for arg in layer_arguments(layer.type)]
-    _check_hparam_names("model", hparams, accepted)
-    built = []
-    for i, layer in enumerate(model.layers):
-        args = dict(layer.args)
-        args.update({k.rsplit(".", 1)[1]: v for k, v in hparams.items() if k.startswith(f"layers.{i}.")})
-        built.append(LAYERS.build(layer.type, **args))
-    return serial(*built)
+    resolved = {}
+    for key, value in hparams.items():
+        found = layer_argument_path(model, key)
+        if found is None:
+            accepted = [f"{p}.{a}" for p, layer in layer_paths(model.layers).items() for a in layer_arguments(layer.type)]
+            raise unknown_key_error("model", key, accepted)
+        resolved[".".join(found)] = value
+    built = [build_layer(layer, f"layers.{i}", resolved, model.compute_dtype) for i, layer in enumerate(model.layers)]
+    network = serial(*built)
+    if model.compute_dtype is not None:
+        network = float32_outputs(network)
+    return flat_params(network) if model.flat_params else network
+
+
+def check_flat_params(model: ModelConfig, optimizer: OptimizerConfig) -> None:
+    """``model.flat_params`` hands the optimizer one buffer per dtype, so rules
+    that look at parameter names or whole arrays would silently change
+    meaning: refuse ``optimizer.clip_by_norm`` (per array) and a decay
+    (``l2``, an alias's ``weight_decay``) masked to the weights by name."""
+    if not model.flat_params:
+        return
+    if optimizer.clip_by_norm is not None:
+        raise ConfigError("model.flat_params=True: optimizer.clip_by_norm clips each parameter array and a flat "
+                          "buffer is one array; use optimizer.clip_by_global_norm, or model.flat_params: false")
+    weight_decay = {**alias_hyperparameters(optimizer.name), **optimizer.hyperparameters}.get("weight_decay", 0.0)
+    if optimizer.decay_mask == "weights" and (optimizer.l2 != 0.0 or weight_decay not in (0, 0.0, None)):
+        raise ConfigError("model.flat_params=True: optimizer.decay_mask='weights' selects arrays named 'w' and a "
+                          "flat buffer has none; set optimizer.decay_mask: all, or model.flat_params: false")
+
+
+def build_layer(layer: LayerConfig, path: str, hparams: dict, compute_dtype=None):
+    """One registered layer from its config: nested layers built first,
+    ``hparams["<path>.<arg>"]`` replacing arguments, ``compute_dtype`` given
+    to a layer that takes it and does not set it."""
+    args = dict(layer.args)
+    for arg in nested_layer_arguments(layer.type):
+        if args.get(arg) is not None:
+            args[arg] = [build_layer(child, f"{path}.{arg}.{j}", hparams, compute_dtype)
+                         for j, child in enumerate(args[arg])]
+    args.update({key[len(path) + 1:]: value for key, value in hparams.items()
+                 if key.startswith(f"{path}.") and "." not in key[len(path) + 1:]})
+    if compute_dtype is not None and "compute_dtype" in layer_arguments(layer.type) and "compute_dtype" not in args:
+        args["compute_dtype"] = compute_dtype
+    built = LAYERS.build(layer.type, **args)
+    return built if layer.name is None else named_layer(built, layer.name)
+
+
+def named_layer(layer: Layer, name: str) -> Layer:
+    """``layer`` whose init errors ``serial`` reports as ``serial layer <i> (<name>)``."""
+
+    def init(key, input_shape):
+        return layer.init(key, input_shape)
+
+    init.layer_name = name
+    return Layer(init, layer.apply)
+
+
+def float32_outputs(model: Layer) -> Layer:
+    """``model`` whose outputs are cast to float32 (mixed precision: the loss
+    and softmax in float32 after layers computing in a 16-bit ``compute_dtype``)."""
+    import jax.numpy as jnp
+
+    def apply(params, state, x, *, train: bool, key=None):
+        y, state = model.apply(params, state, x, train=train, key=key)
+        return y.astype(jnp.promote_types(y.dtype, jnp.float32)), state
+
+    return Layer(model.init, apply)
 
 
 def build_loss(loss: LossConfig):

@@ -13,7 +13,7 @@ import yaml
 
 from functional_nn.data.datasets import DATASETS
 from functional_nn.losses import LOSSES
-from functional_nn.experiment.builders import build_optimizer, build_schedule, dataset_keys
+from functional_nn.experiment.builders import build_optimizer, build_schedule, check_flat_params, dataset_keys
 from functional_nn.experiment.overrides import apply_overrides, set_path
 from functional_nn.experiment.packaged_configs import resolve_config_path
 from functional_nn.experiment.schema import (
@@ -32,7 +32,7 @@ from functional_nn.experiment.schema import (
     _convert,
     _value_error,
 )
-from functional_nn.experiment.sections import parse_model, parse_optimizer
+from functional_nn.experiment.sections import model_to_dict, parse_model, parse_optimizer
 from functional_nn.experiment.yaml_text import parse_yaml
 
 def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
@@ -143,6 +143,7 @@ def _parse_sections(raw: dict, source: str | None) -> Config:
     _check_data_section(config.data)
     _check_split_fractions(config.data)
     _check_optimizer_builds(config)
+    check_flat_params(config.model, config.optimizer)
     return config
 
 
@@ -287,7 +288,7 @@ def config_to_dict(config: Config) -> dict:
     raw = dataclasses.asdict(config)
     applicable = dataset_keys(config.data.name)
     raw["data"] = {key: value for key, value in raw["data"].items() if key in applicable}
-    raw["model"] = {"layers": [{"type": layer.type, **layer.args} for layer in config.model.layers]}
+    raw["model"] = model_to_dict(config.model)
     optimizer = raw["optimizer"]
     optimizer.update(optimizer.pop("hyperparameters"))
     if config.optimizer.schedule is not None:

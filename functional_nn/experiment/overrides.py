@@ -8,8 +8,11 @@ from typing import Any
 import yaml
 
 from functional_nn.experiment.schema import ConfigError, short_repr, short_text, _value_error
-from functional_nn.experiment.sections import normalize_layer
+from functional_nn.experiment.sections import MODEL_KEYS, normalize_layer, raw_layer_path
 from functional_nn.experiment.yaml_text import parse_yaml
+
+#: keys whose values are lists of layers (normalised when a path walks into them)
+LAYER_LISTS = ("layers", "block", "shortcut")
 
 # --------------------------------------------------------------------------
 # overrides
@@ -28,10 +31,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def set_path(raw: dict, path: str, value) -> None:
     """Set ``raw[a][b]... = value`` for path ``a.b...`` (list items by index;
-    everything after ``search.`` is one key)."""
+    everything after ``search.`` is one key; ``model.<name>`` is the layer
+    named ``<name>``, wherever it is nested)."""
     parts = path.split(".")
     if parts[0] == "search" and len(parts) > 1:
         parts = ["search", ".".join(parts[1:])]
+    if parts[0] == "model" and len(parts) > 2 and parts[1] not in MODEL_KEYS:
+        parts[1:2] = raw_layer_path(raw.get("model"), parts[1]) or parts[1:2]
     node = raw
     for depth, part in enumerate(parts[:-1]):
         where = ".".join(parts[: depth + 1])
@@ -40,7 +46,7 @@ def set_path(raw: dict, path: str, value) -> None:
             continue
         if node.get(part) is None:
             node[part] = {}
-        if part == "layers" and isinstance(node[part], list):
+        if part in LAYER_LISTS and isinstance(node[part], list):
             node[part] = [normalize_layer(e, f"{where}.{i}") for i, e in enumerate(node[part])]
         node = node[part]
         if not isinstance(node, (dict, list)):

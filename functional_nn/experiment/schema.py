@@ -179,15 +179,27 @@ class DataConfig:
 @dataclass(frozen=True)
 class LayerConfig:
     """One layer: its registered name in ``functional_nn.layers.LAYERS`` and the
-    constructor's arguments (checked against its signature and by calling it)."""
+    constructor's arguments (checked against its signature and by calling it);
+    a layer argument that holds layers (``residual``'s ``block``/``shortcut``)
+    holds a tuple of ``LayerConfig``. ``name``: the user's name for the layer
+    (``model.<name>.<arg>`` in ``--set`` and ``search``), unique in the model."""
 
     type: str
     args: dict = field(default_factory=dict)
+    name: str | None = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``layers`` in order (``serial``); ``compute_dtype`` (e.g. bfloat16) is
+    passed to every layer that takes one (mixed precision: params, statistics
+    and the loss stay float32); ``flat_params`` keeps the parameters as one
+    flat buffer per dtype (``layers.flat_params``, a faster optimizer step for
+    many small leaves)."""
+
     layers: tuple = ()
+    compute_dtype: str | None = None
+    flat_params: bool = False
 
 
 @dataclass(frozen=True)
@@ -300,6 +312,10 @@ KEY_MEANINGS = {
     "data.num_classes": "number of classes (arms) of the spirals data set",
     "data.noise": "noise level of a synthetic data set",
     "model.layers": "the network, a list of layers applied in order (functional_nn.layers.LAYERS, table below)",
+    "model.compute_dtype": "the dtype inputs and matmuls/convs run in (e.g. bfloat16: mixed precision); params, "
+    "normalisation statistics, the loss and the optimizer stay float32; null: the params' dtype",
+    "model.flat_params": "true: keep params and optimizer state as one flat buffer per dtype (layers.flat_params; "
+    "faster optimizer steps over many small leaves); not with clip_by_norm or a decay masked by name",
     "loss.name": "the divergence to minimise, a name of functional_nn.losses.LOSSES (table below)",
     "optimizer.name": "the update rule, a name of functional_nn.optim.OPTIMIZERS (table below)",
     "optimizer.learning_rate": "step size η (with a schedule: its initial or peak value)",

@@ -15,7 +15,7 @@ Keys are of two kinds:
   ``clip``, ``clip_by_norm``, ``clip_by_global_norm`` and the optimizer's own
   numbers (``b1``, ``b2``, ``eps``, ``decay``, ``momentum``, ``weight_decay``,
   ``rho``, ...), and every float argument of a registered layer,
-  ``model.layers.<i>.<arg>`` (dropout's ``rate``, batch norm's ``ema_decay``
+  ``model.layers.<i>.<arg>`` or ``model.<layer name>.<arg>`` (dropout's ``rate``, batch norm's ``ema_decay``
   and ``eps``, ...). All settings that differ only in these are trained
   at once by one compiled program, ``jax.vmap`` over the traced values
   (:func:`functional_nn.train.run_grid`).
@@ -49,7 +49,13 @@ import numpy as np
 from functional_nn.experiment import builders
 from functional_nn.experiment.loading import check_experiment, config_to_dict, parse_config
 from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
-from functional_nn.experiment.sections import alias_hyperparameters, argument_type, layer_arguments
+from functional_nn.experiment.sections import (
+    alias_hyperparameters,
+    argument_type,
+    layer_argument_path,
+    layer_arguments,
+    layer_paths,
+)
 from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid, seed_keys, seed_run
 from functional_nn.train.state import TrainState
 from functional_nn.train.step import make_evaluate
@@ -129,12 +135,11 @@ def traced_target(key: str, values: list, model: ModelConfig) -> tuple | None:
     section, _, rest = key.partition(".")
     if section == "optimizer" and "." not in rest and rest not in ("name", "decay_mask", "schedule"):
         return ("optimizer", rest)
-    parts = rest.split(".")
-    if section == "model" and len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit():
-        index = int(parts[1])
-        arguments = layer_arguments(model.layers[index].type) if index < len(model.layers) else {}
-        if parts[2] in arguments and argument_type(arguments[parts[2]]) is float:
-            return ("model", rest)
+    found = layer_argument_path(model, rest) if section == "model" else None
+    if found is not None:
+        layer_path, arg = found
+        if argument_type(layer_arguments(layer_paths(model.layers)[layer_path].type)[arg]) is float:
+            return ("model", f"{layer_path}.{arg}")
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from typing import Union
 
@@ -27,10 +28,15 @@ from functional_nn.experiment.schema import (
     _value_error,
 )
 from functional_nn.layers import LAYERS
+from functional_nn.layers import residual as residual_module
+from functional_nn.layers._checks import check_dtype
 from functional_nn.optim import OPTIMIZERS
 
 # --------------------------------------------------------------------------
 # model layers, read from ``functional_nn.layers.LAYERS``
+
+#: the keys of the model section (a layer name may not be one of them)
+MODEL_KEYS = ("layers", "compute_dtype", "flat_params")
 
 # a YAML spelling of a constructor argument: dense's ``out_dim`` as flax names it
 LAYER_ARG_ALIASES = {"dense": {"features": "out_dim"}}
@@ -99,41 +105,156 @@ def _convert_argument(parameter: inspect.Parameter, value, path: str):
     return value if tp is None else _convert(tp, value, path)
 
 
-def parse_layer(entry: dict, path: str) -> LayerConfig:
+def nested_layer_arguments(type_name: str) -> tuple:
+    """The arguments of layer ``type_name`` that hold lists of layers (``residual``'s branches)."""
+    return residual_module.BRANCHES if type_name == "residual" else ()
+
+
+def check_layer_name(name, path: str, seen: dict) -> str:
+    """A layer's ``name:``: an identifier, not a key of the model section, unique in the model.
+
+    ``seen`` maps the names met so far to their positions (updated here)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise _value_error(f"{path}.name", name, "a layer name must be an identifier (letters, digits, '_')")
+    if name in MODEL_KEYS:
+        raise _value_error(f"{path}.name", name, f"a layer name must not be a model key ({', '.join(MODEL_KEYS)})")
+    if name in seen:
+        raise _value_error(f"{path}.name", name, f"duplicate layer name (also model.{seen[name]})")
+    seen[name] = path.split(".", 1)[1]
+    return name
+
+
+def parse_layer(entry: dict, path: str, seen: dict | None = None) -> LayerConfig:
     """A layer entry checked against its registered constructor: names, argument
-    names and types from its signature, values by calling it once."""
-    name = entry["type"]
-    if name not in LAYERS:
-        raise unknown_layer_error(name, path)
-    parameters, aliases, args = layer_arguments(name), LAYER_ARG_ALIASES.get(name, {}), {}
+    names and types from its signature, values by calling it once. Layers
+    inside it (``residual``'s ``block``/``shortcut``) are parsed the same way;
+    errors name a named layer ``model.<name>``, others by position."""
+    seen = {} if seen is None else seen
+    entry = dict(entry)
+    name = entry.pop("name", None)
+    if name is not None:
+        check_layer_name(name, path, seen)
+    where = f"model.{name}" if name is not None else path
+    type_name = entry["type"]
+    if type_name not in LAYERS:
+        raise unknown_layer_error(type_name, where)
+    parameters, aliases, args = layer_arguments(type_name), LAYER_ARG_ALIASES.get(type_name, {}), {}
+    nested = nested_layer_arguments(type_name)
     for key, value in entry.items():
         if key == "type":
             continue
         key = aliases.get(key, key)
         if key not in parameters:
-            raise unknown_key_error(path, key, ["type", *parameters])
-        args[key] = _convert_argument(parameters[key], value, f"{path}.{key}")
+            raise unknown_key_error(where, key, ["type", "name", *parameters])
+        if key in nested:
+            args[key] = None if value is None else parse_layer_list(value, f"{path}.{key}", seen)
+        else:
+            args[key] = _convert_argument(parameters[key], value, f"{where}.{key}")
     missing = [a for a, p in parameters.items() if p.default is inspect.Parameter.empty and a not in args]
     if missing:
-        raise ConfigError(f"{path}: {name} needs {', '.join(map(repr, missing))} (e.g. '- {name}: VALUE')")
-    try:
-        LAYERS.build(name, **args)
-    except (ValueError, TypeError) as e:
-        raise keyed_error(e, path, args) from None
-    return LayerConfig(name, args)
+        raise ConfigError(f"{where}: {type_name} needs {', '.join(map(repr, missing))} (e.g. '- {type_name}: VALUE')")
+    if not nested:  # a layer holding layers is checked through them
+        try:
+            LAYERS.build(type_name, **args)
+        except (ValueError, TypeError) as e:
+            raise keyed_error(e, where, args) from None
+    return LayerConfig(type_name, args, name)
+
+
+def parse_layer_list(entries, path: str, seen: dict) -> tuple:
+    """A non-empty YAML list of layers (``model.layers``, a residual's ``block``) as ``LayerConfig``s."""
+    if not isinstance(entries, list) or not entries:
+        raise _value_error(path, entries, "must be a non-empty list of layers")
+    return tuple(parse_layer(normalize_layer(e, f"{path}.{i}"), f"{path}.{i}", seen) for i, e in enumerate(entries))
 
 
 def parse_model(raw, path: str = "model") -> ModelConfig:
+    """The model section: ``layers`` (nested residual blocks, named layers),
+    ``compute_dtype`` (a float dtype name or null), ``flat_params``."""
     raw = _as_mapping(raw, path)
     for key in raw:
-        if key != "layers":
-            raise unknown_key_error(path, key, ["layers"])
-    layers = raw.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise _value_error(f"{path}.layers", layers, "must be a non-empty list of layers")
-    return ModelConfig(
-        tuple(parse_layer(normalize_layer(e, f"{path}.layers.{i}"), f"{path}.layers.{i}") for i, e in enumerate(layers))
-    )
+        if key not in MODEL_KEYS:
+            raise unknown_key_error(path, key, MODEL_KEYS)
+    layers = parse_layer_list(raw.get("layers"), f"{path}.layers", {})
+    compute_dtype = _convert(Union[str, type(None)], raw.get("compute_dtype"), f"{path}.compute_dtype")
+    if compute_dtype is not None:
+        try:
+            check_dtype("compute_dtype", compute_dtype)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}.{e}") from None
+    flat = _convert(bool, raw.get("flat_params", False), f"{path}.flat_params")
+    return ModelConfig(layers, compute_dtype, flat)
+
+
+def model_to_dict(model: ModelConfig) -> dict:
+    """The plain-data form of the model section (what ``parse_model`` reads back to ``model``)."""
+    raw = {"layers": [_layer_to_dict(layer) for layer in model.layers]}
+    if model.compute_dtype is not None:
+        raw["compute_dtype"] = model.compute_dtype
+    if model.flat_params:
+        raw["flat_params"] = True
+    return raw
+
+
+def _layer_to_dict(layer: LayerConfig) -> dict:
+    nested = nested_layer_arguments(layer.type)
+    args = {k: [_layer_to_dict(c) for c in v] if k in nested and v is not None else v for k, v in layer.args.items()}
+    return {"type": layer.type, **({"name": layer.name} if layer.name else {}), **args}
+
+
+# --------------------------------------------------------------------------
+# layer paths: ``layers.<i>`` (nested: ``layers.<i>.block.<j>``) or a layer's name
+
+
+def layer_paths(layers: tuple, prefix: str = "layers") -> dict:
+    """Every layer of the model, nested ones included: positional path -> ``LayerConfig``."""
+    paths = {}
+    for index, layer in enumerate(layers):
+        here = f"{prefix}.{index}"
+        paths[here] = layer
+        for arg in nested_layer_arguments(layer.type):
+            if layer.args.get(arg):
+                paths.update(layer_paths(layer.args[arg], f"{here}.{arg}"))
+    return paths
+
+
+def layer_argument_path(model: ModelConfig, key: str) -> tuple | None:
+    """(positional layer path, argument) of ``key`` = ``<layer>.<arg>`` below
+    ``model.``, where ``<layer>`` is a positional path (``layers.3``,
+    ``layers.2.block.0``) or a layer's name; None when no such layer argument."""
+    layer_key, _, arg = key.rpartition(".")
+    paths = layer_paths(model.layers)
+    names = {layer.name: path for path, layer in paths.items() if layer.name}
+    layer_key = names.get(layer_key, layer_key)
+    if layer_key in paths and arg in layer_arguments(paths[layer_key].type):
+        return layer_key, arg
+    return None
+
+
+def raw_layer_path(raw_model, name: str) -> list | None:
+    """The positional path (``["layers", "3"]``) of the layer named ``name`` in a
+    raw (YAML) model section, or None; used to read ``model.<name>.<arg>``."""
+    if not isinstance(raw_model, dict):
+        return None
+    return _find_raw_name(raw_model.get("layers"), name, ["layers"])
+
+
+def _find_raw_name(entries, name: str, prefix: list) -> list | None:
+    if not isinstance(entries, list):
+        return None
+    for index, entry in enumerate(entries):
+        try:
+            entry = normalize_layer(entry, "")
+        except ConfigError:
+            continue
+        here = [*prefix, str(index)]
+        if entry.get("name") == name:
+            return here
+        for arg in nested_layer_arguments(entry.get("type")):
+            found = _find_raw_name(entry.get(arg), name, [*here, arg])
+            if found:
+                return found
+    return None
 
 
 def _optimizer_alias(name: str):

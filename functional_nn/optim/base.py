@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from functional_nn._validation import HyperparameterTypeError, check_dtype
+from functional_nn._validation import check_dtype
 from functional_nn.registry import Registry
 
 GradientTransformation = optax.GradientTransformation

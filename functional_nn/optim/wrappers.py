@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from functional_nn import _validation
 from functional_nn.optim.base import (
     GradientTransformation,
     canonical_dtype,
