@@ -22,6 +22,8 @@ import pytest
 
 from functional_nn import optim
 
+pytestmark = pytest.mark.xdist_group("optim_interop")  # one worker compiles the complex trajectories
+
 # ---------------------------------------------------------------- complex
 
 STEPS = 100
