@@ -22,8 +22,6 @@ import pytest
 
 from functional_nn import optim
 
-pytestmark = pytest.mark.xdist_group("optim_interop")  # one worker compiles the complex trajectories
-
 # ---------------------------------------------------------------- complex
 
 STEPS = 100

@@ -23,8 +23,6 @@ import pytest
 
 from functional_nn import optim
 
-pytestmark = pytest.mark.xdist_group("optim_notes")  # one worker compiles our_runs()
-
 STEPS = 200
 
 

@@ -21,8 +21,6 @@ import pytest
 
 from functional_nn import optim
 
-pytestmark = pytest.mark.xdist_group("optim_traced")  # one worker compiles the shared runs
-
 STEPS = 50
 LEARNING_RATES = np.asarray([1e-3, 3e-3, 1e-2, 2e-2, 3e-2, 5e-2, 7e-2, 1e-1], np.float32)
 

@@ -19,9 +19,7 @@ import pytest
 from tests.conftest import TINY_DIGITS as TINY
 from tests.conftest import run_with_devices
 
-# one worker runs the whole file: under ``-n 2 --dist loadgroup`` the module fixture's
-# subprocess would otherwise run once per worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("parallel_report")]
+pytestmark = pytest.mark.slow
 DEVICES = 4
 FLOAT32_TOL = 2e-5  # float32 summation order differs between 1 and 4 devices
 
