@@ -4,6 +4,7 @@ every test process (and every subprocess a test starts) runs with."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -67,3 +68,23 @@ def run_with_devices(program: str, devices: int, *args: str, timeout: float = 30
     assert result.returncode == 0, result.stderr[-4000:]
     line = next(line for line in reversed(result.stdout.splitlines()) if line.startswith("REPORT"))
     return json.loads(line[len("REPORT") :])
+
+
+def run_with_devices_once(tmp_path_factory, program: str, devices: int, *args: str, timeout: float = 300) -> dict:
+    """:func:`run_with_devices`, run once per test session even under pytest-xdist:
+    the first worker to ask runs the program and leaves its report in the
+    session's shared temporary directory (under a file lock); the others read
+    it. Without this, a module fixture's subprocess runs once on every worker
+    that receives one of the module's tests (``-n 2`` balances test by test)."""
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's base is <session dir>/popen-gwN: the session dir is shared
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    name = "_".join((program, str(devices), *(os.path.basename(a) for a in args)))
+    report_file = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if report_file.exists():
+            return json.loads(report_file.read_text())
+        report = run_with_devices(program, devices, *args, timeout=timeout)
+        report_file.write_text(json.dumps(report))
+        return report
