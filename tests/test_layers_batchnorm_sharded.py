@@ -1,23 +1,24 @@
 """Batch norm with ``axis_name`` under shard_map over 4 forced CPU devices.
 
-Runs in a subprocess: XLA_FLAGS must be set before JAX is imported, and the
-test processes share their JAX backend (pytest-xdist workers).
+Runs in a subprocess (``conftest.device_environment``): the device count is
+fixed when JAX starts, and the test processes share their JAX backend
+(pytest-xdist workers).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from tests.conftest import REPO_ROOT, device_environment
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """
-    import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import functools
     import jax, jax.numpy as jnp, numpy as np
     from jax import lax
@@ -102,12 +103,9 @@ SCRIPT = textwrap.dedent(
 
 
 def test_axis_name_statistics_and_gradients_over_four_devices_equal_whole_batch():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["JAX_PLATFORMS"] = "cpu"
-    env.pop("XLA_FLAGS", None)
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=device_environment(4), capture_output=True, text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SHARDED-OK" in result.stdout

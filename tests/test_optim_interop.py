@@ -208,10 +208,16 @@ def test_mu_dtype_and_accumulator_dtype_override_the_parameter_dtype(dtype):
             (optim.sgd(0.1, momentum=0.5, nesterov=True, accumulator_dtype=dtype), [("trace", dtype)]),
             (optim.accumulate_gradients(optim.sgd(0.1), 2, accumulator_dtype=dtype), [("mean_grads", dtype)]),
         ]
-        for opt, overrides in cases:
-            state = opt.init(params)
-            assert_state_dtypes(state, "float32", overrides)
-            updates, state = opt.update(grads, state, params)
+
+        def init_and_update(params, grads):  # every case in one compiled program
+            results = []
+            for opt, _ in cases:
+                state = opt.init(params)
+                results.append((state, *opt.update(grads, state, params)))
+            return results
+
+        for (_, overrides), (initial, updates, state) in zip(cases, jax.jit(init_and_update)(params, grads)):
+            assert_state_dtypes(initial, "float32", overrides)
             assert_state_dtypes(state, "float32", overrides)
             for leaf in jax.tree.leaves(updates):
                 assert leaf.dtype == jnp.float32

@@ -5,9 +5,9 @@ reduced over devices, checkpoints move between 4 devices and 1, and the CLI's
 ``training.devices``.
 
 Everything runs in one subprocess, ``tests/device_programs/parallel_report.py``
-through ``conftest.run_with_devices`` (the device count is fixed when JAX
-starts, and pytest-xdist workers share their JAX backend); it prints a JSON
-report of the measured differences and shardings, which the tests below check.
+through ``conftest.run_with_devices_once`` (the device count is fixed when JAX
+starts, and pytest-xdist workers share their JAX backend; once per session, also
+when the tests are split over xdist workers); it prints a JSON report of the measured differences and shardings, which the tests below check.
 The reference is always the 1-device path (``make_train_epoch`` / ``fit`` /
 the CLI with ``training.devices: 1``).
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY_DIGITS as TINY
-from tests.conftest import run_with_devices
+from tests.conftest import run_with_devices_once
 
 pytestmark = pytest.mark.slow
 DEVICES = 4
@@ -26,8 +26,8 @@ FLOAT32_TOL = 2e-5  # float32 summation order differs between 1 and 4 devices
 
 
 @pytest.fixture(scope="module")
-def report():
-    return run_with_devices("parallel_report", DEVICES, str(TINY))
+def report(tmp_path_factory):
+    return run_with_devices_once(tmp_path_factory, "parallel_report", DEVICES, str(TINY))
 
 
 def test_three_epochs_on_4_devices_equal_3_epochs_on_1_device(report):

@@ -15,7 +15,7 @@ import pytest
 
 from functional_nn.__main__ import main
 
-from tests.conftest import REPO_ROOT, TINY_DIGITS, read_run
+from tests.conftest import REPO_ROOT, TINY_DIGITS, read_run, with_test_xla_flags
 
 pytestmark = pytest.mark.slow
 TINY = str(TINY_DIGITS)
@@ -32,7 +32,7 @@ def test_two_processes_of_two_devices_equal_one_device(tmp_path, capsys):
     port = free_port()
     env = dict(
         os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        XLA_FLAGS=with_test_xla_flags("--xla_force_host_platform_device_count=2"),
         JAX_PLATFORMS="cpu",
         JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",  # IPv4 loopback (the default binds [::])
     )

@@ -4,6 +4,8 @@ synthetic sets and digits, early stopping, NaN handling and seeding."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,7 +72,7 @@ def test_augmentation_is_applied_inside_the_step():
     model = layers.serial(layers.dense(3))
     state = init_train_state(model, optim.sgd(0.0), jax.random.key(0), x.shape)
     step = make_train_step(model, losses.softmax_cross_entropy, optim.sgd(0.0), augment=lambda key, xb: xb + 10.0)
-    _, metrics = step(state, (x, y))
+    _, metrics = jax.jit(step)(state, (x, y))  # one compilation, not one per operation
     logits, _ = model.apply(state.params, state.model_state, x + 10.0, train=False)
     np.testing.assert_allclose(metrics["loss"], losses.softmax_cross_entropy(logits, y), rtol=1e-6)
 
@@ -196,12 +198,19 @@ def test_fit_on_digits_reaches_95_percent_validation_accuracy():
     assert max(r["val_accuracy"] for r in history) >= 0.95
 
 
+@functools.lru_cache(maxsize=None)
+def _scripted_setup():
+    """(initial state, epoch) shared by the early-stopping tests: compiled once."""
+    model = _mlp(4, 3)
+    state = init_train_state(model, optim.sgd(0.1), jax.random.key(0), (8, 5))
+    return state, make_train_epoch(model, losses.softmax_cross_entropy, optim.sgd(0.1), 8)
+
+
 def _scripted_fit(values, settings, epochs=12):
     """Fit whose validation metric follows ``values``; records the params seen at each epoch."""
     x, y = _toy_classification(16)
-    model = _mlp(4, 3)
-    state = init_train_state(model, optim.sgd(0.1), jax.random.key(0), (8, 5))
-    epoch = make_train_epoch(model, losses.softmax_cross_entropy, optim.sgd(0.1), 8)
+    initial, epoch = _scripted_setup()
+    state = jax.tree.map(jnp.copy, initial)  # the epoch donates its input state
     snapshots = []
 
     def scripted_evaluate(train_state, xv, yv):
@@ -260,8 +269,10 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_checkpoint(tmp_
     optimizer = optim.chain(optim.sgd(0.1), _nan_after(5))  # 4 steps per epoch: loss NaN from global step 6
     path = str(tmp_path / "ck.npz")
 
-    def fresh():
-        return init_train_state(model, optimizer, jax.random.key(0), (8, 5))
+    initial = init_train_state(model, optimizer, jax.random.key(0), (8, 5))
+
+    def fresh():  # a copy: the epoch donates its input state
+        return jax.tree.map(jnp.copy, initial)
 
     epoch = make_train_epoch(model, losses.softmax_cross_entropy, optimizer, 8)
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 2 of the epoch \\(global step 6\\)") as raised:
@@ -278,8 +289,10 @@ def test_same_seed_same_history():
     epoch = make_train_epoch(model, losses.softmax_cross_entropy, optimizer, 16)
     evaluate = make_evaluate(model, losses.softmax_cross_entropy)
 
+    init = jax.jit(lambda key: init_train_state(model, optimizer, key, (16, 2)))  # one compilation for all runs
+
     def run(seed):
-        state = init_train_state(model, optimizer, jax.random.key(seed), (16, 2))
+        state = init(jax.random.key(seed))
         _, history = fit(state, epoch, evaluate, splits.train, splits.val, epochs=3, progress=False)
         return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in history]
 
