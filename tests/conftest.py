@@ -40,6 +40,13 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``slow`` (multi-device subprocesses, end-to-end runs) first:
+    under ``-n 2`` a long test that starts last keeps one worker busy while the
+    other idles, so the heavy ones start while the short ones fill in."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def read_run(directory) -> tuple:
     """(history from ``metrics.jsonl``, ``summary.json``) of a run directory."""
     with open(os.path.join(directory, "metrics.jsonl")) as f:

@@ -94,6 +94,7 @@ def fast_compilation():
         jax.config.update("jax_disable_most_optimizations", before)
 
 
+@pytest.mark.slow
 def test_run_all_smoke_writes_every_result_and_the_summary(experiments, fast_compilation, tmp_path, capsys):
     assert experiments["run_all"].main(["--smoke", "--out", str(tmp_path)]) == 0
     summary = (tmp_path / "summary.md").read_text()

@@ -130,6 +130,7 @@ def test_python_block_runs(line, code, tmp_path, monkeypatch):
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": f"readme_block_{line}"})
 
 
+@pytest.mark.slow
 def test_commands_run_in_order(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     os.symlink(REPO_ROOT / "configs", tmp_path / "configs")
