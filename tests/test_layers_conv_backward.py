@@ -87,3 +87,18 @@ def test_forward_mode_needs_fast_backward_false():
         with pytest.raises(TypeError, match="custom_vjp"):
             jax.jvp(lambda x: divergence(params, x, options, True), (x,), (x,))
         check_grads(jax.jit(lambda x: divergence(params, x, options, False)), (x,), order=1, modes=["fwd"], atol=1e-6, rtol=1e-6)
+
+
+def test_conv_layer_fast_backward_false_supports_forward_mode():
+    """The layer's ``fast_backward=False`` reaches ``convolve``: jvp of the layer equals finite differences
+    (float64), and with the default the layer refuses jvp as the custom VJP does."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 5, 5, 2)))
+        slow, fast = layers.conv(3, 3, fast_backward=False), layers.conv(3, 3)
+        _, params, _ = slow.init(jax.random.key(0), x.shape)
+        apply = lambda layer: (lambda x: jnp.sum(layer.apply(params, (), x, train=False)[0] ** 2))  # noqa: E731
+        check_grads(jax.jit(apply(slow)), (x,), order=1, modes=["fwd"], atol=1e-6, rtol=1e-6)
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(apply(fast), (x,), (x,))
+    with pytest.raises(TypeError, match="fast_backward"):
+        layers.conv(3, 3, fast_backward=1)

@@ -201,8 +201,14 @@ def image_patches(x, kernel, strides, pads, dilation, out_spatial):
 
 @LAYERS.register
 def conv(out_channels: int, kernel_size, *, strides=1, padding="SAME", dilation=1, groups: int = 1,
-         use_bias: bool = True, w_init="lecun_normal", b_init="zeros", dtype=None, compute_dtype=None) -> Layer:
+         use_bias: bool = True, w_init="lecun_normal", b_init="zeros", dtype=None, compute_dtype=None,
+         fast_backward: bool = True) -> Layer:
     """Convolution layer, channels last: (B, *spatial, C_in) -> (B, *out_spatial, out_channels).
+
+    The gradient is the hand-written backward pass of :func:`conv_with_fast_backward`
+    (XLA:CPU runs JAX's derived transposed convolutions very slowly inside a
+    compiled epoch); it is reverse mode only, so ``jax.jvp``/``jax.jacfwd``
+    through a model with this layer raise unless ``fast_backward=False``.
 
     Args:
       out_channels: number of output channels C_out.
@@ -229,6 +235,8 @@ def conv(out_channels: int, kernel_size, *, strides=1, padding="SAME", dilation=
         under ``jax_enable_x64``).
       compute_dtype: dtype of the convolution and output (e.g. "bfloat16");
         params stay in ``dtype``.
+      fast_backward: True: the custom VJP above (reverse mode only); False:
+        JAX's own derivative of ``lax.conv_general_dilated`` (forward mode too).
 
     Params: ``{"w": (*kernel_size, C_in // groups, out_channels), "b": (out_channels,)}``; no state.
 
@@ -249,9 +257,12 @@ def conv(out_channels: int, kernel_size, *, strides=1, padding="SAME", dilation=
         raise ValueError(f"padding={padding!r}: needs {rank} (low, high) pairs for kernel_size={kernel_size!r}")
     if not isinstance(use_bias, bool):
         raise TypeError(f"use_bias={use_bias!r}: must be True or False")
+    if not isinstance(fast_backward, bool):
+        raise TypeError(f"fast_backward={fast_backward!r}: must be True or False")
     w_initializer, b_initializer = get_initializer(w_init), get_initializer(b_init)
     dtype, compute_dtype = check_dtype("dtype", dtype), check_dtype("compute_dtype", compute_dtype)
-    options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups, compute_dtype=compute_dtype)
+    options = dict(strides=strides, padding=padding, dilation=dilation, groups=groups, compute_dtype=compute_dtype,
+                   fast_backward=fast_backward)
 
     def init(key, input_shape):
         input_shape = tuple(input_shape)
