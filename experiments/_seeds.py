@@ -1,8 +1,9 @@
 """Training seeds as one more vmapped axis: every setting × seed of a grid in one compiled program.
 
-The seeds axis is the library's: :func:`functional_nn.train.run_grid` with
-``key=seed_keys(seeds)`` trains each of the S settings once per seed in one
-program (S·N columns, setting-major: column s·N + n is setting s trained with
+The seeds axis is the library's: each group of the grid runs through
+:func:`functional_nn.experiment.search.run_group` (the config-driven search's
+own), whose :func:`functional_nn.train.run_grid` with ``key=seed_keys(seeds)``
+trains each of the S settings once per seed in one program (S·N columns, setting-major: column s·N + n is setting s trained with
 seed n, which starts from ``jax.random.key(seeds[n])``'s weights and sees that
 seed's shuffles and dropout masks, as a separate single-seed run would;
 ``tests/test_grid_seeds.py`` checks this).
@@ -15,15 +16,16 @@ return (settings, seeds[, epochs]) arrays for the tables and plots.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from functional_nn.experiment import builders
-from functional_nn.experiment.search import concrete_config, expand_grid, group_config, group_settings, make_build, selection_rule, split_hparams, split_keys, validate_grid
-from functional_nn.train import make_evaluate, run_grid
-from functional_nn.train.search_engine import GridRun, kept_train_state, seed_keys
+from functional_nn.experiment.search import concrete_config, expand_grid, group_config, group_settings, run_group, split_keys, validate_grid
+from functional_nn.train import make_evaluate
+from functional_nn.train.search_engine import GridRun, kept_train_state
 
 
 # --------------------------------------------------------------------------
@@ -63,17 +65,13 @@ def seeded_search(config, seeds, grid: dict | None = None, *, data) -> SeededSea
 
 
 def _run_group(config, traced: dict, settings: list, seeds, data) -> GridRun:
-    optimizer_hparams, model_hparams = split_hparams(traced, settings)
-    hparams = {f"optimizer:{n}": v for n, v in optimizer_hparams.items()}
-    hparams.update({f"model:{n}": v for n, v in model_hparams.items()})
-    if not hparams:
-        hparams = {"_unused": np.zeros(len(settings), np.float32)}
-    training = config.training
-    return run_grid(
-        make_build(config, optimizer_hparams, model_hparams), hparams, data.train, data.val, key=seed_keys(seeds),
-        batch_size=training.batch_size, epochs=training.epochs, early_stopping=selection_rule(config), progress=False,
-        augment=builders.build_augment(training, data.image_shape), eval_chunk_size=training.eval_chunk_size, unroll=training.unroll,
-    )
+    """One group's settings × ``seeds`` through the search's own :func:`run_group`
+    (seeds ``seeds[0] .., consecutive``: its ``training.seed`` and ``search.seeds``)."""
+    seeds = [int(seed) for seed in seeds]
+    if not seeds or seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ValueError(f"seeds={seeds!r}: must be consecutive integers (training.seed, training.seed + 1, ...)")
+    seeded = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seeds[0]))
+    return run_group(seeded, traced, settings, data, seeds=len(seeds), progress=False)
 
 
 def locate(result: SeededSearch, index: int, seed_index: int) -> tuple:
