@@ -24,7 +24,7 @@ import numpy as np
 
 from functional_nn.data.datasets import standardize
 from functional_nn.experiment import builders
-from functional_nn.experiment.loading import dump_config, load_config
+from functional_nn.experiment.loading import dump_config, load_config, takes_logits
 from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE
 from functional_nn.experiment.schema import Config, ConfigError
 from functional_nn.train.checkpoint import atomic_write_bytes, load_training_checkpoint
@@ -34,8 +34,6 @@ from functional_nn.train.step import make_evaluate
 
 BEST_DIR = "best"  # a search directory's chosen setting, a complete run directory
 SPLITS = ("train", "val", "test")
-# losses whose model outputs are logits: class probabilities are softmax(outputs)
-LOGIT_LOSSES = ("softmax_cross_entropy", "kl_divergence_with_logits")
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +245,7 @@ class Run:
         if self.task == "regression":
             return Predictions(outputs)
         probabilities = outputs
-        if self.config.loss.name in LOGIT_LOSSES:
+        if takes_logits(self.config.loss.name):
             shifted = outputs - outputs.max(axis=-1, keepdims=True)
             probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
         return Predictions(outputs, np.argmax(outputs, axis=-1).astype(np.int32), probabilities)

@@ -180,14 +180,27 @@ def _training_output_shape(model, input_spec) -> tuple:
     return tuple(jax.eval_shape(forward, jax.random.key(0), input_spec).shape)
 
 
+def _loss_parameters(loss_name: str) -> list:
+    """The parameter names of registered loss ``loss_name``, in order."""
+    import inspect
+
+    return list(inspect.signature(LOSSES.lookup(loss_name).value).parameters)
+
+
 def takes_class_labels(loss_name: str) -> bool:
     """Whether loss ``loss_name`` needs integer class labels: its target
     argument is named ``labels`` (``softmax_cross_entropy(logits, labels)``),
     not ``d`` (a target distribution or vector)."""
-    import inspect
-
-    parameters = list(inspect.signature(LOSSES.lookup(loss_name).value).parameters)
+    parameters = _loss_parameters(loss_name)
     return len(parameters) > 1 and parameters[1] == "labels"
+
+
+def takes_logits(loss_name: str) -> bool:
+    """Whether loss ``loss_name`` takes the model's outputs as logits (its
+    first argument is named ``logits``, as ``softmax_cross_entropy(logits,
+    labels)``): class probabilities are then softmax(outputs)."""
+    parameters = _loss_parameters(loss_name)
+    return bool(parameters) and parameters[0] == "logits"
 
 
 def check_experiment(config: Config, data, model) -> None:

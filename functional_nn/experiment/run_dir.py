@@ -39,7 +39,7 @@ import sys
 
 from functional_nn.experiment.loading import config_to_dict, ConfigError, load_config
 from functional_nn.train import best_epoch
-from functional_nn.train.checkpoint import atomic_write_bytes, read_checkpoint_metadata, _fsync_directory
+from functional_nn.train.checkpoint import atomic_write_bytes, read_checkpoint_metadata, fsync_directory
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -188,7 +188,7 @@ def _apply_commit(directory: str, journal: dict) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, name))
     shutil.rmtree(staging)
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def recover(directory: str) -> list:

@@ -175,7 +175,9 @@ def write_best_run(result: SearchResult, directory: str, seconds: float) -> None
     save_training_checkpoint(os.path.join(directory, run_dir.CHECKPOINT_FILE), checkpoint)
     lines = [json.dumps(record) for record in checkpoint.history]
     atomic_write_bytes(os.path.join(directory, run_dir.METRICS_FILE), ("\n".join(lines) + "\n").encode())
-    plots.plot_learning_curves(checkpoint.history, os.path.join(directory, run_dir.PLOT_FILE), title=config.name)
+    if plots.plotting_available():  # write_outputs has said once when it is not
+        png = plots.learning_curves_png(checkpoint.history, config.name)
+        atomic_write_bytes(os.path.join(directory, run_dir.PLOT_FILE), png)
     run_summary = run_dir.run_summary(config, checkpoint.history, result.test_metrics, seconds)
     run_dir.write_json(os.path.join(directory, run_dir.SUMMARY_FILE), {**run_summary, "selected_by_search": True})
 
