@@ -211,6 +211,20 @@ def run_configs(args) -> int:
         return 2
 
 
+def start_compile_cache() -> None:
+    """Turn on JAX's persistent compilation cache unless switched off; a folder
+    that cannot be created turns it off with one ``note:`` line on stderr
+    (the run goes on, compiling as without the cache)."""
+    from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
+
+    if not compile_cache_wanted():
+        return
+    try:
+        enable_compile_cache()
+    except OSError as e:
+        print(f"note: the compile cache is off: {e}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
@@ -219,10 +233,7 @@ def main(argv=None) -> int:
     if getattr(args, "distributed", False):
         initialize_distributed(args)
     if getattr(args, "compile_cache", True):  # every command but configs has --no-compile-cache
-        from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
-
-        if compile_cache_wanted():
-            enable_compile_cache()
+        start_compile_cache()
     try:
         return run_command(args, started)
     except user_errors() as e:

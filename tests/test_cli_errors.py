@@ -245,3 +245,25 @@ def test_search_where_every_setting_diverged_exits_1_and_writes_its_results(tmp_
     with open(out / "summary.json") as f:
         assert json.load(f)["status"] == "no_finite_setting"
     assert (out / "results.csv").read_text().count("diverged") == 2
+
+
+def test_an_unwritable_compile_cache_folder_turns_the_cache_off_with_a_note(tmp_path, capsys, monkeypatch):
+    import jax
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    folder = str(blocker / "cache")
+    monkeypatch.setenv("FUNCTIONAL_NN_COMPILE_CACHE", "1")
+    monkeypatch.setenv("FUNCTIONAL_NN_CACHE_DIR", folder)
+    chosen = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)  # a folder set for JAX would win over ours
+    try:
+        assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(notes) == 1 and "compile cache is off" in notes[0] and repr(folder) in notes[0], err
+    assert len(errors) == 1 and "missing.yaml" in errors[0], err  # the command went on past the cache
