@@ -17,7 +17,7 @@ import yaml
 import functional_nn
 from functional_nn.__main__ import main
 from functional_nn.data import digits_arrays, split_indices
-from functional_nn.experiment import build_data, load_config
+from functional_nn.experiment import build_data, ConfigError, load_config
 from functional_nn.experiment.builders import build_experiment
 from functional_nn.experiment.load import Preprocessing
 from functional_nn.train import load_training_checkpoint, restore_best
@@ -210,3 +210,15 @@ def test_preprocessing_reshapes_flat_rows_and_single_examples():
     pre = Preprocessing(np.zeros(()), np.full((), 2.0), (2, 2), 3)
     np.testing.assert_array_equal(pre.apply(np.arange(8).reshape(2, 4)), np.arange(8).reshape(2, 2, 2) / 2)
     assert pre.apply(np.ones((2, 2))).shape == (1, 2, 2)
+
+
+def test_eval_of_an_empty_split_names_split_and_its_fraction(runs, capsys):
+    _, run, _ = runs
+    capsys.readouterr()
+    assert main(["eval", run, "--split", "val", "--set", "data.val_fraction=0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --split='val'") and len(err.strip().splitlines()) == 1, err
+    assert "data.val_fraction=0.0" in err and "empty" in err
+    config = load_config(os.path.join(run, "config.yaml"), ["data.val_fraction=0.0"])
+    with pytest.raises(ConfigError, match=r"split='val'.*data\.val_fraction=0\.0"):
+        functional_nn.load_run(run, config=config).evaluate("val")

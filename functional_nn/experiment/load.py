@@ -256,12 +256,11 @@ class Run:
         ``(x, y)`` of raw inputs (standardised first unless ``preprocessed``).
 
         Raises:
-          ValueError: an unknown split name, or an empty split.
+          ValueError: an unknown split name, or empty arrays.
+          ConfigError: the config's split is empty (:func:`config_split`).
         """
         if isinstance(split, str):
-            if split not in SPLITS:
-                raise ValueError(f"split={split!r}: must be one of {', '.join(SPLITS)} or arrays (x, y)")
-            x, y = getattr(builders.build_data(self.config.data), split)
+            x, y = config_split(self.config, split)
             preprocessed = True
         else:
             x, y = split
@@ -269,6 +268,29 @@ class Run:
         from functional_nn.train.state import TrainState
 
         return self._evaluate(TrainState(self.params, self.state, None, None, None), x, np.asarray(y))
+
+
+def config_split(config: Config, split: str, *, source: str = "split"):
+    """The ``(x, y)`` arrays of split ``split`` (``"train"``, ``"val"`` or
+    ``"test"``) of ``config``'s data, standardised as in training.
+
+    Raises:
+      ValueError: ``split`` is no split name (naming ``source``).
+      ConfigError: the split is empty, naming ``source`` and the
+        ``data.<split>_fraction`` that made it so.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"{source}={split!r}: must be one of {', '.join(SPLITS)} or arrays (x, y)")
+    x, y = getattr(builders.build_data(config.data), split)
+    if len(x) == 0:
+        fractions = f"data.{split}_fraction={getattr(config.data, f'{split}_fraction')}" if split != "train" else (
+            f"data.val_fraction={config.data.val_fraction} and data.test_fraction={config.data.test_fraction}"
+        )
+        raise ConfigError(
+            f"{source}={split!r}: the run's {split} split is empty ({fractions}): nothing to evaluate; "
+            f"choose another split"
+        )
+    return x, y
 
 
 def _checkpoint_template(config: Config, model, input_shape: tuple):
