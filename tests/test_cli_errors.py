@@ -267,3 +267,28 @@ def test_an_unwritable_compile_cache_folder_turns_the_cache_off_with_a_note(tmp_
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(notes) == 1 and "compile cache is off" in notes[0] and repr(folder) in notes[0], err
     assert len(errors) == 1 and "missing.yaml" in errors[0], err  # the command went on past the cache
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["search.seeds=1000000000"], "search.seeds=1000000000: must be an integer in [1, 1024]"),
+        (["search.seeds=1025"], "search.seeds=1025: must be an integer in [1, 1024]"),
+        (["search.seeds=2", "training.seed=4294967295"], "search.seeds=2: with training.seed=4294967295 the last seed"),
+    ],
+)
+def test_search_seeds_are_bounded(capsys, overrides, expected):
+    argv = ["search", TINY, "--set", "search={optimizer.learning_rate: [0.01]}"]
+    for override in overrides:
+        argv += ["--set", override]
+    assert expected in error_line(capsys, *argv)
+
+
+def test_grid_search_checks_seeds_given_in_python():
+    from functional_nn.experiment import ConfigError
+    from functional_nn.experiment.search import grid_search
+
+    config = load_config(TINY, ["search={optimizer.learning_rate: [0.01]}", "training.seed=4294967295"])
+    for seeds, expected in ((10**9, r"search\.seeds=1000000000: must be an integer in \[1, 1024\]"), (2, "last seed")):
+        with pytest.raises(ConfigError, match=expected):
+            grid_search(config, seeds=seeds)

@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from functional_nn.experiment import builders
-from functional_nn.experiment.loading import check_experiment, config_to_dict, parse_config
+from functional_nn.experiment.loading import check_experiment, check_search_seeds, config_to_dict, parse_config
 from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
 from functional_nn.experiment.sections import (
     alias_hyperparameters,
@@ -413,8 +413,7 @@ def grid_search(
     """
     seeds = search_seeds(config, grid) if seeds is None else seeds
     grid = validate_grid(config, grid)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ConfigError(f"search.seeds={seeds!r}: must be an integer >= 1 (training seeds per setting)")
+    check_search_seeds(seeds, config.training.seed)
     settings = expand_grid(grid)
     traced, structural = split_keys(grid, config.model)
     rows, histories, runs = [None] * len(settings), [None] * len(settings), {}
