@@ -165,6 +165,7 @@ def run_command(args, started: float) -> int:
     from functional_nn.experiment import load_config
     from functional_nn.experiment.run_dir import (
         check_search_directory,
+        check_training_directory,
         locked_run_directory,
         make_run_directory,
         run_directory,
@@ -192,6 +193,7 @@ def run_command(args, started: float) -> int:
         if args.command == "train":
             from functional_nn.experiment.commands.train import train_command
 
+            check_training_directory(directory)
             return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
         from functional_nn.experiment.commands.search import search_command
 

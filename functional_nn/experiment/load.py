@@ -25,14 +25,13 @@ import numpy as np
 from functional_nn.data.datasets import standardize
 from functional_nn.experiment import builders
 from functional_nn.experiment.loading import dump_config, load_config, takes_logits
-from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE
+from functional_nn.experiment.run_dir import BEST_DIR, CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE, RESULTS_CSV
 from functional_nn.experiment.schema import Config, ConfigError
 from functional_nn.train.checkpoint import atomic_write_bytes, load_training_checkpoint
 from functional_nn.train.early_stopping import restore_best
 from functional_nn.train.state import init_train_state
 from functional_nn.train.step import make_evaluate
 
-BEST_DIR = "best"  # a search directory's chosen setting, a complete run directory
 SPLITS = ("train", "val", "test")
 
 
@@ -173,7 +172,7 @@ def resolve_run_directory(path: str) -> str:
     if is_run_directory(best):
         return best
     missing = [name for name in (CONFIG_FILE, CHECKPOINT_FILE) if not os.path.isfile(os.path.join(path, name))]
-    if os.path.isfile(os.path.join(path, "results.csv")):
+    if os.path.isfile(os.path.join(path, RESULTS_CSV)):
         raise FileNotFoundError(
             f"{path!r} is a search directory without {BEST_DIR}/ (the chosen setting's run, written by search); "
             "rerun the search"

@@ -16,14 +16,14 @@ import numpy as np
 
 from functional_nn.experiment import plots, run_dir, search_report
 from functional_nn.experiment.builders import build_early_stopping
-from functional_nn.experiment.load import BEST_DIR, write_preprocessing
+from functional_nn.experiment.load import write_preprocessing
+from functional_nn.experiment.run_dir import BEST_DIR, RESULTS_CSV
 from functional_nn.experiment.loading import dump_config
 from functional_nn.experiment.schema import Config
 from functional_nn.experiment.search import SearchResult, setting_train_state
 from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees, save_training_checkpoint, TrainingCheckpoint
 from functional_nn.train.early_stopping import EarlyStoppingState, host_copy
 
-RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.jsonl"
