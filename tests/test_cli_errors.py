@@ -234,6 +234,10 @@ def test_unexpected_internal_errors_keep_their_traceback(tmp_path, monkeypatch):
 
 def test_search_where_every_setting_diverged_exits_1_and_writes_its_results(tmp_path, capsys):
     out = tmp_path / "search"
+    # an earlier search's selection (its files' content does not matter) and a killed write's temporary file
+    (out / "best").mkdir(parents=True)
+    for name in ("best/config.yaml", "best/checkpoint.npz", "best_params.npz", "heatmap.png", ".results.csv.x1.tmp"):
+        (out / name).write_text("earlier")
     argv = ["search", TINY, "--out", str(out), "--set", "model.layers=[{dense: 10}]"]
     argv += ["--set", "training.epochs=1", "--set", "optimizer.name=sgd"]
     argv += ["--set", "search={optimizer.learning_rate: [1.0e+38, 3.0e+38]}"]  # float32 overflows
@@ -241,6 +245,9 @@ def test_search_where_every_setting_diverged_exits_1_and_writes_its_results(tmp_
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "error: grid search: none of the 2 settings produced a finite val_loss (status: diverged)" in err
+    assert "note: removed 1 stale temporary file(s)" in err
+    assert not {"best", "best_params.npz", "heatmap.png", ".results.csv.x1.tmp"} & set(os.listdir(out))
+    assert "search directory without best/" in error_line(capsys, "eval", str(out))  # nothing earlier is evaluated
     assert {"results.csv", "results.md", "summary.json", "history.jsonl", "config.yaml"} <= set(os.listdir(out))
     with open(out / "summary.json") as f:
         assert json.load(f)["status"] == "no_finite_setting"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -118,8 +119,11 @@ def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
 
 def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: float) -> None:
     """``runs/<name>/``: config, results table (CSV, markdown), summary, per-epoch
-    history, plots and the selected setting's parameters."""
+    history, plots and the selected setting's parameters. An earlier search's
+    selection and plots are removed first (a plot this search does not draw
+    must not stay)."""
     os.makedirs(out_dir, exist_ok=True)
+    remove_selected_outputs(out_dir)
     write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
     write("config.yaml", dump_config(config))
     write(RESULTS_CSV, search_report.csv_text(result.rows))
@@ -182,12 +186,32 @@ def write_best_run(result: SearchResult, directory: str, seconds: float) -> None
     run_dir.write_json(os.path.join(directory, run_dir.SUMMARY_FILE), {**run_summary, "selected_by_search": True})
 
 
+def remove_selected_outputs(out_dir: str) -> list:
+    """Delete what an earlier search of ``out_dir`` selected: its chosen run
+    ``best/``, ``best_params.npz`` and its plots (a symlink is removed, never
+    followed). Returns the names removed."""
+    removed = []
+    for name in (BEST_DIR, BEST_FILE, HEATMAP_FILE, CURVE_FILE, CURVES_FILE):
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def write_failed_outputs(error, config: Config, out_dir: str, seconds: float) -> None:
     """A search that selected nothing (``error``, a
     :class:`~functional_nn.experiment.search.NoFiniteSettingError`): the
     config, the results table, every setting's history and a summary with
-    ``status: no_finite_setting`` and the message, so the failure can be read."""
+    ``status: no_finite_setting`` and the message, so the failure can be read.
+    An earlier search's selection (``best/``, ``best_params.npz``, plots) is
+    removed, so that ``eval`` and ``predict`` cannot use it."""
     os.makedirs(out_dir, exist_ok=True)
+    remove_selected_outputs(out_dir)
     write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
     write("config.yaml", dump_config(config))
     write(RESULTS_CSV, search_report.csv_text(error.rows))
