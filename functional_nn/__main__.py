@@ -160,6 +160,16 @@ def user_errors() -> tuple:
     return (ConfigError, DataError, CheckpointError, RunDirectoryError, OSError)
 
 
+def resumed_run_directory(args) -> str | None:
+    """``train RUN_DIR/config.yaml --resume`` continues that run in place; any
+    other run of a config (a run's or ``best/``'s ``config.yaml`` without
+    ``--resume``, with or without ``--set``) goes to ``runs/<name>/`` like
+    every config, never replacing the run it was read from."""
+    from functional_nn.experiment.load import run_config_directory
+
+    return run_config_directory(args.config) if getattr(args, "resume", False) else None
+
+
 def run_command(args, started: float) -> int:
     """Load the config, lock the run directory (``train``, ``search``) and run the command."""
     from functional_nn.experiment import load_config
@@ -171,8 +181,6 @@ def run_command(args, started: float) -> int:
         run_directory,
     )
 
-    from functional_nn.experiment.load import run_config_directory
-
     if args.command == "predict":
         from functional_nn.experiment.commands.predict import predict_command
 
@@ -182,7 +190,7 @@ def run_command(args, started: float) -> int:
 
         return eval_command(args.config, overrides=args.overrides, out=args.out, checkpoint=args.checkpoint, split=args.split)
     config = load_config(args.config, args.overrides)
-    directory = run_directory(config, args.out or run_config_directory(args.config))
+    directory = run_directory(config, args.out or resumed_run_directory(args))
     # a multi-host job's processes share one run directory: they take no lock
     if getattr(args, "distributed", False):
         make_run_directory(directory)

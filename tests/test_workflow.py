@@ -222,3 +222,17 @@ def test_eval_of_an_empty_split_names_split_and_its_fraction(runs, capsys):
     config = load_config(os.path.join(run, "config.yaml"), ["data.val_fraction=0.0"])
     with pytest.raises(ConfigError, match=r"split='val'.*data\.val_fraction=0\.0"):
         functional_nn.load_run(run, config=config).evaluate("val")
+
+
+def test_training_a_runs_config_without_resume_leaves_that_run_alone(runs, tmp_path, monkeypatch, capsys):
+    _, _, search = runs
+    best = os.path.join(search, "best")
+    before = {name: open(os.path.join(best, name), "rb").read() for name in sorted(os.listdir(best)) if name != ".lock"}
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", os.path.join(best, "config.yaml"), "--set", "training.epochs=1", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    after = {name: open(os.path.join(best, name), "rb").read() for name in sorted(os.listdir(best)) if name != ".lock"}
+    assert after == before
+    history, _ = read_run(tmp_path / "runs" / "tiny_search.best")  # runs/<name>/, the config's name
+    assert [r["epoch"] for r in history] == [1]

@@ -141,9 +141,10 @@ def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: f
 
 
 def best_run_config(result: SearchResult) -> Config:
-    """The chosen setting's full config, named ``<search name>.best`` (so that a
-    copy trained without ``--out`` goes to its own ``runs/`` directory, never
-    into the search's)."""
+    """The chosen setting's full config, named ``<search name>.best``: ``train
+    runs/<search>/best/config.yaml`` without ``--out`` trains a copy into
+    ``runs/<search name>.best/``, never into the search's directory (only
+    ``--resume`` continues ``best/`` in place)."""
     return dataclasses.replace(result.best_config, name=f"{result.best_config.name}.best")
 
 
