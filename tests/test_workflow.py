@@ -236,3 +236,15 @@ def test_training_a_runs_config_without_resume_leaves_that_run_alone(runs, tmp_p
     assert after == before
     history, _ = read_run(tmp_path / "runs" / "tiny_search.best")  # runs/<name>/, the config's name
     assert [r["epoch"] for r in history] == [1]
+
+
+def test_load_run_with_a_config_resolves_its_path_as_without(runs):
+    _, run, search = runs
+    best = os.path.join(search, "best")
+    for path, directory in ((search, best), (os.path.join(run, "config.yaml"), run)):
+        config = load_config(os.path.join(directory, "config.yaml"))
+        loaded, plain = functional_nn.load_run(path, config=config), functional_nn.load_run(path)
+        assert loaded.directory == plain.directory == directory
+        assert loaded.preprocessing.input_shape == plain.preprocessing.input_shape
+        for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(plain.params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -321,11 +321,9 @@ def load_run(path: str, *, config: Config | None = None, checkpoint: str | None 
       ConfigError: the stored config is invalid.
       CheckpointError: the checkpoint is corrupt or of another model.
     """
+    directory = resolve_run_directory(path)
     if config is None:
-        directory = resolve_run_directory(path)
         config = load_config(os.path.join(directory, CONFIG_FILE))
-    else:
-        directory = os.fspath(path)
     if os.path.isfile(os.path.join(directory, PREPROCESSING_FILE)):
         preprocessing = read_preprocessing(directory)
     else:
