@@ -248,3 +248,13 @@ def test_load_run_with_a_config_resolves_its_path_as_without(runs):
         assert loaded.preprocessing.input_shape == plain.preprocessing.input_shape
         for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(plain.params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_eval_of_a_searchs_best_params_says_to_evaluate_the_search(runs, capsys):
+    _, _, search = runs
+    params = os.path.join(search, "best_params.npz")
+    capsys.readouterr()
+    assert main(["eval", search, "--checkpoint", params]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint '{params}' is a grid search's chosen parameters") and len(err.splitlines()) == 1, err
+    assert f"eval {os.path.abspath(search)} " in err and "incomplete training metadata" not in err

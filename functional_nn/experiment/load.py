@@ -27,7 +27,7 @@ from functional_nn.experiment import builders
 from functional_nn.experiment.loading import dump_config, load_config, takes_logits
 from functional_nn.experiment.run_dir import BEST_DIR, CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE, RESULTS_CSV
 from functional_nn.experiment.schema import Config, ConfigError
-from functional_nn.train.checkpoint import atomic_write_bytes, load_training_checkpoint
+from functional_nn.train.checkpoint import atomic_write_bytes, CheckpointError, load_training_checkpoint, read_checkpoint_metadata
 from functional_nn.train.early_stopping import restore_best
 from functional_nn.train.state import init_train_state
 from functional_nn.train.step import make_evaluate
@@ -302,6 +302,24 @@ def _checkpoint_template(config: Config, model, input_shape: tuple):
     return jax.eval_shape(lambda: init_train_state(model, optimizer, jax.random.key(config.training.seed), batch))
 
 
+def check_not_search_parameters(checkpoint: str) -> None:
+    """A search's ``best_params.npz`` holds only the chosen setting's
+    parameters (its metadata: the ``setting``), no training state: it is no
+    checkpoint to evaluate; the search directory's ``best/`` run is.
+
+    Raises:
+      CheckpointError: ``checkpoint`` is such a file, saying what to use instead.
+    """
+    metadata = read_checkpoint_metadata(checkpoint)
+    if "setting" in metadata and "epoch" not in metadata:
+        search = os.path.dirname(os.path.abspath(checkpoint))
+        raise CheckpointError(
+            f"checkpoint {checkpoint!r} is a grid search's chosen parameters (best_params.npz: parameters only, "
+            f"no training checkpoint); evaluate the search directory instead: eval {search} (it evaluates its "
+            f"chosen run, {os.path.join(search, BEST_DIR)}), or load_run({search!r}) in Python"
+        )
+
+
 def load_run(path: str, *, config: Config | None = None, checkpoint: str | None = None) -> Run:
     """Load a trained run from ``path``: a run directory, its ``config.yaml``, or
     a search directory (its chosen setting, ``best/``).
@@ -330,6 +348,8 @@ def load_run(path: str, *, config: Config | None = None, checkpoint: str | None 
         preprocessing = data_preprocessing(builders.build_data(config.data))
     model, loss = builders.build_model(config.model), builders.build_loss(config.loss)
     template = _checkpoint_template(config, model, preprocessing.input_shape)
+    if checkpoint is not None:
+        check_not_search_parameters(checkpoint)
     loaded = load_training_checkpoint(checkpoint or os.path.join(directory, CHECKPOINT_FILE), template)
     state = loaded.train_state
     if builders.build_early_stopping(config.training).restore_best:
