@@ -258,3 +258,4 @@ def test_eval_of_a_searchs_best_params_says_to_evaluate_the_search(runs, capsys)
     err = capsys.readouterr().err
     assert err.startswith(f"error: checkpoint '{params}' is a grid search's chosen parameters") and len(err.splitlines()) == 1, err
     assert f"eval {os.path.abspath(search)} " in err and "incomplete training metadata" not in err
+

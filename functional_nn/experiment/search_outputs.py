@@ -45,8 +45,10 @@ def setting_label(setting: dict) -> str:
 
 def summary(result: SearchResult, config: Config, seconds: float) -> dict:
     """``summary.json``: the chosen setting, its validation value (mean and std
-    over seeds when there are several) and its test metrics (the ``best/`` run's,
-    seed ``training.seed``; with seeds also their mean and std over seeds)."""
+    over seeds when there are several), its best epoch (an int, the ``best/``
+    run's, seed ``training.seed``; with seeds also ``best_epochs``, one per
+    seed) and its test metrics (the ``best/`` run's; with seeds also their mean
+    and std over seeds)."""
     best_row = result.rows[result.best_index]
     monitored = f"best_{result.monitor}"
     selected_by = f"best {result.monitor} ({result.mode}) on the validation split"
@@ -54,6 +56,7 @@ def summary(result: SearchResult, config: Config, seconds: float) -> dict:
     if result.seeds > 1:
         selected_by += f", mean over {result.seeds} training seeds"
         spread[f"{monitored}_std"] = best_row[f"{monitored}_std"]
+        spread["best_epochs"] = best_row["best_epochs"]
         for name in result.seed_test_metrics[0]:
             values = np.array([m[name] for m in result.seed_test_metrics])
             spread.update({f"{name}_mean": float(values.mean()), f"{name}_std": float(values.std(ddof=1))})
@@ -75,12 +78,13 @@ def summary(result: SearchResult, config: Config, seconds: float) -> dict:
 
 
 def markdown_report(result: SearchResult, config: Config) -> str:
-    best = result.settings[result.best_index]
+    best, best_row = result.settings[result.best_index], result.rows[result.best_index]
     monitored = f"best_{result.monitor}"
-    value = search_report.format_value(result.rows[result.best_index][monitored])
+    value = search_report.format_value(best_row[monitored])
+    epochs = search_report.format_value(best_row.get("best_epochs", best_row["best_epoch"]))  # one per seed
     seeds_note = ""
     if result.seeds > 1:
-        value += " ± " + search_report.format_value(result.rows[result.best_index][f"{monitored}_std"])
+        value += " ± " + search_report.format_value(best_row[f"{monitored}_std"])
         seeds_note = f" Every setting trained with {result.seeds} seeds: mean ± sample std over seeds; selection on the mean."
     lines = [
         f"# Grid search: {config.name}",
@@ -90,8 +94,7 @@ def markdown_report(result: SearchResult, config: Config) -> str:
         + seeds_note,
         "",
         f"**Selected:** setting {result.best_index} ({setting_label(best)}), best {result.monitor} = "
-        f"{value} at epoch "
-        f"{result.rows[result.best_index]['best_epoch']}; "
+        f"{value} at epoch {epochs}; "
         + ", ".join(f"{k} = {search_report.format_value(v)}" for k, v in result.test_metrics.items()),
         "",
         "",
