@@ -259,3 +259,19 @@ def test_eval_of_a_searchs_best_params_says_to_evaluate_the_search(runs, capsys)
     assert err.startswith(f"error: checkpoint '{params}' is a grid search's chosen parameters") and len(err.splitlines()) == 1, err
     assert f"eval {os.path.abspath(search)} " in err and "incomplete training metadata" not in err
 
+
+
+def test_the_losses_taking_logits_are_those_a_constant_shift_of_the_outputs_leaves_unchanged():
+    """Logits are defined up to a constant (softmax(y + c) = softmax(y)): a loss of
+    logits is invariant to it, a loss of probabilities or values is not."""
+    from functional_nn.experiment.loading import takes_class_labels, takes_logits
+    from functional_nn.losses import LOSSES
+
+    rng = np.random.default_rng(0)
+    outputs = rng.uniform(0.1, 0.9, (4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    for name in LOSSES.names():
+        loss = LOSSES.lookup(name).value
+        target = labels if takes_class_labels(name) else np.eye(3, dtype=np.float32)[labels] * 0.8 + 0.2 / 3
+        shifted = float(loss(outputs + 1.5, target)) - float(loss(outputs, target))
+        assert takes_logits(name) == (abs(shifted) < 1e-5), (name, shifted)
