@@ -136,10 +136,16 @@ def test_a_search_without_matplotlib_writes_its_best_run_and_says_so_once(tmp_pa
         "search", str(TINY_DIGITS), "--out", out, "--no-compile-cache", "--set", "training.epochs=1",
         "--set", "model.layers=[{dense: 10}]", "--set", "search={optimizer.learning_rate: [0.001, 0.01]}",
     ]
+    # an earlier search's plot, a symlink to a file outside: removed, never written through
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"keep")
+    os.makedirs(out)
+    os.symlink(outside, os.path.join(out, "learning_curves.png"))
     with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stderr(stderr):
         _hide_matplotlib(monkeypatch)
         code = main(argv)
     assert code == 0, stderr.getvalue()
+    assert outside.read_bytes() == b"keep"
     best = os.path.join(out, "best")
     assert {"config.yaml", "checkpoint.npz", "metrics.jsonl", "summary.json"} <= set(os.listdir(best))
     assert not any(name.endswith(".png") for name in os.listdir(out) + os.listdir(best))
