@@ -160,17 +160,26 @@ def user_errors() -> tuple:
     return (ConfigError, DataError, CheckpointError, RunDirectoryError, OSError)
 
 
+def resumed_run_directory(args) -> str | None:
+    """``train RUN_DIR/config.yaml --resume`` continues that run in place; any
+    other run of a config (a run's or ``best/``'s ``config.yaml`` without
+    ``--resume``, with or without ``--set``) goes to ``runs/<name>/`` like
+    every config, never replacing the run it was read from."""
+    from functional_nn.experiment.load import run_config_directory
+
+    return run_config_directory(args.config) if getattr(args, "resume", False) else None
+
+
 def run_command(args, started: float) -> int:
     """Load the config, lock the run directory (``train``, ``search``) and run the command."""
     from functional_nn.experiment import load_config
     from functional_nn.experiment.run_dir import (
         check_search_directory,
+        check_training_directory,
         locked_run_directory,
         make_run_directory,
         run_directory,
     )
-
-    from functional_nn.experiment.load import run_config_directory
 
     if args.command == "predict":
         from functional_nn.experiment.commands.predict import predict_command
@@ -181,7 +190,7 @@ def run_command(args, started: float) -> int:
 
         return eval_command(args.config, overrides=args.overrides, out=args.out, checkpoint=args.checkpoint, split=args.split)
     config = load_config(args.config, args.overrides)
-    directory = run_directory(config, args.out or run_config_directory(args.config))
+    directory = run_directory(config, args.out or resumed_run_directory(args))
     # a multi-host job's processes share one run directory: they take no lock
     if getattr(args, "distributed", False):
         make_run_directory(directory)
@@ -192,6 +201,7 @@ def run_command(args, started: float) -> int:
         if args.command == "train":
             from functional_nn.experiment.commands.train import train_command
 
+            check_training_directory(directory)
             return train_command(config, directory, resume=args.resume, progress=args.progress, started=started)
         from functional_nn.experiment.commands.search import search_command
 
@@ -211,6 +221,20 @@ def run_configs(args) -> int:
         return 2
 
 
+def start_compile_cache() -> None:
+    """Turn on JAX's persistent compilation cache unless switched off; a folder
+    that cannot be created turns it off with one ``note:`` line on stderr
+    (the run goes on, compiling as without the cache)."""
+    from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
+
+    if not compile_cache_wanted():
+        return
+    try:
+        enable_compile_cache()
+    except OSError as e:
+        print(f"note: the compile cache is off: {e}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
@@ -219,10 +243,7 @@ def main(argv=None) -> int:
     if getattr(args, "distributed", False):
         initialize_distributed(args)
     if getattr(args, "compile_cache", True):  # every command but configs has --no-compile-cache
-        from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
-
-        if compile_cache_wanted():
-            enable_compile_cache()
+        start_compile_cache()
     try:
         return run_command(args, started)
     except user_errors() as e:

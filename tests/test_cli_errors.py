@@ -234,6 +234,10 @@ def test_unexpected_internal_errors_keep_their_traceback(tmp_path, monkeypatch):
 
 def test_search_where_every_setting_diverged_exits_1_and_writes_its_results(tmp_path, capsys):
     out = tmp_path / "search"
+    # an earlier search's selection (its files' content does not matter) and a killed write's temporary file
+    (out / "best").mkdir(parents=True)
+    for name in ("best/config.yaml", "best/checkpoint.npz", "best_params.npz", "heatmap.png", ".results.csv.x1.tmp"):
+        (out / name).write_text("earlier")
     argv = ["search", TINY, "--out", str(out), "--set", "model.layers=[{dense: 10}]"]
     argv += ["--set", "training.epochs=1", "--set", "optimizer.name=sgd"]
     argv += ["--set", "search={optimizer.learning_rate: [1.0e+38, 3.0e+38]}"]  # float32 overflows
@@ -241,7 +245,57 @@ def test_search_where_every_setting_diverged_exits_1_and_writes_its_results(tmp_
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "error: grid search: none of the 2 settings produced a finite val_loss (status: diverged)" in err
+    assert "note: removed 1 stale temporary file(s)" in err
+    assert not {"best", "best_params.npz", "heatmap.png", ".results.csv.x1.tmp"} & set(os.listdir(out))
+    assert "search directory without best/" in error_line(capsys, "eval", str(out))  # nothing earlier is evaluated
     assert {"results.csv", "results.md", "summary.json", "history.jsonl", "config.yaml"} <= set(os.listdir(out))
     with open(out / "summary.json") as f:
         assert json.load(f)["status"] == "no_finite_setting"
     assert (out / "results.csv").read_text().count("diverged") == 2
+
+
+def test_an_unwritable_compile_cache_folder_turns_the_cache_off_with_a_note(tmp_path, capsys, monkeypatch):
+    import jax
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    folder = str(blocker / "cache")
+    monkeypatch.setenv("FUNCTIONAL_NN_COMPILE_CACHE", "1")
+    monkeypatch.setenv("FUNCTIONAL_NN_CACHE_DIR", folder)
+    chosen = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)  # a folder set for JAX would win over ours
+    try:
+        assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(notes) == 1 and "compile cache is off" in notes[0] and repr(folder) in notes[0], err
+    assert len(errors) == 1 and "missing.yaml" in errors[0], err  # the command went on past the cache
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["search.seeds=1000000000"], "search.seeds=1000000000: must be an integer in [1, 1024]"),
+        (["search.seeds=1025"], "search.seeds=1025: must be an integer in [1, 1024]"),
+        (["search.seeds=2", "training.seed=4294967295"], "search.seeds=2: with training.seed=4294967295 the last seed"),
+    ],
+)
+def test_search_seeds_are_bounded(capsys, overrides, expected):
+    argv = ["search", TINY, "--set", "search={optimizer.learning_rate: [0.01]}"]
+    for override in overrides:
+        argv += ["--set", override]
+    assert expected in error_line(capsys, *argv)
+
+
+def test_grid_search_checks_seeds_given_in_python():
+    from functional_nn.experiment import ConfigError
+    from functional_nn.experiment.search import grid_search
+
+    config = load_config(TINY, ["search={optimizer.learning_rate: [0.01]}", "training.seed=4294967295"])
+    for seeds, expected in ((10**9, r"search\.seeds=1000000000: must be an integer in \[1, 1024\]"), (2, "last seed")):
+        with pytest.raises(ConfigError, match=expected):
+            grid_search(config, seeds=seeds)

@@ -13,6 +13,8 @@ import pytest
 
 from functional_nn.experiment import ConfigError, parse_config
 from functional_nn.experiment.search import grid_search, select_best, setting_train_state
+from functional_nn.experiment.search_outputs import best_checkpoint, summary
+from functional_nn.experiment.search_report import csv_text
 from functional_nn.train import seed_keys
 
 LEARNING_RATES = [3e-3, 1e-2, 3e-2]
@@ -72,7 +74,8 @@ def test_rows_are_means_over_seeds_with_sample_std_and_selection_uses_the_mean(s
         np.testing.assert_allclose(row["best_val_loss_std"], per_seed.std(ddof=1), rtol=1e-3, atol=1e-6)
         for name in ("train_loss", "val_accuracy"):
             np.testing.assert_allclose(row[name], np.mean([s.rows[index][name] for s in singles]), rtol=2e-5)
-        assert row["best_epoch"] == "/".join(str(s.rows[index]["best_epoch"]) for s in singles)
+        assert row["best_epoch"] == singles[0].rows[index]["best_epoch"]  # seed training.seed's, as best/
+        assert row["best_epochs"] == [s.rows[index]["best_epoch"] for s in singles]
     means = [np.mean([s.rows[i]["best_val_loss"] for s in singles]) for i in range(len(LEARNING_RATES))]
     assert seeded.best_index == int(np.argmin(means))
     # the chosen setting's test metrics: seed 0's (the best/ run) and each seed's
@@ -102,3 +105,16 @@ def test_seed_keys_are_the_keys_of_each_seed_and_reject_bad_seeds():
     for bad in ([], [-1], [1.5], [True]):
         with pytest.raises(ValueError, match="seeds="):
             seed_keys(bad)
+
+
+def test_the_summary_keeps_best_epoch_an_int_and_lists_each_seeds(seeded_and_single):
+    """summary.json's ``best_epoch`` is seed ``training.seed``'s (the best/ run's), ``best_epochs`` each seed's."""
+    seeded, singles = seeded_and_single
+    best = seeded.best_index
+    shown = summary(seeded, _config(), 1.0)
+    assert shown["best_epoch"] == singles[0].rows[best]["best_epoch"] and isinstance(shown["best_epoch"], int)
+    assert shown["best_epoch"] == best_checkpoint(seeded, _config()).early_stopping.best_epoch  # best/'s
+    assert shown["best_epochs"] == [single.rows[best]["best_epoch"] for single in singles]
+    header, *lines = [line.split(",") for line in csv_text(seeded.rows).splitlines()]
+    expected = "/".join(str(single.rows[best]["best_epoch"]) for single in singles)
+    assert lines[best][header.index("best_epochs")] == expected

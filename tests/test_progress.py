@@ -127,3 +127,28 @@ def test_a_failure_leaves_the_bar_where_it_stopped(monkeypatch):
         progress.epoch_done({"train_loss": 1.0})
         raise RuntimeError("diverged")
     assert "1/10" in _bar_text(stream) and "100%" not in stream.getvalue()
+
+
+def test_a_search_without_matplotlib_writes_its_best_run_and_says_so_once(tmp_path):
+    out = str(tmp_path / "search")
+    stderr = io.StringIO()
+    argv = [
+        "search", str(TINY_DIGITS), "--out", out, "--no-compile-cache", "--set", "training.epochs=1",
+        "--set", "model.layers=[{dense: 10}]", "--set", "search={optimizer.learning_rate: [0.001, 0.01]}",
+    ]
+    # an earlier search's plot, a symlink to a file outside: removed, never written through
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"keep")
+    os.makedirs(out)
+    os.symlink(outside, os.path.join(out, "learning_curves.png"))
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stderr(stderr):
+        _hide_matplotlib(monkeypatch)
+        code = main(argv)
+    assert code == 0, stderr.getvalue()
+    assert outside.read_bytes() == b"keep"
+    best = os.path.join(out, "best")
+    assert {"config.yaml", "checkpoint.npz", "metrics.jsonl", "summary.json"} <= set(os.listdir(best))
+    assert not any(name.endswith(".png") for name in os.listdir(out) + os.listdir(best))
+    with open(os.path.join(best, "summary.json")) as f:
+        assert json.load(f)["status"] == "ok"
+    assert sum("plots skipped" in line for line in stderr.getvalue().splitlines()) == 1

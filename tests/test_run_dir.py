@@ -60,7 +60,7 @@ def snapshot(directory) -> dict:
     return {
         name: (directory / name).read_bytes()
         for name in sorted(os.listdir(directory))
-        if name not in (run_dir.LOCK_FILE, run_dir.STAGING_DIR)
+        if name not in (run_dir.LOCK_FILE, run_dir.STAGING_DIR) and not (directory / name).is_dir()
     }
 
 
@@ -229,6 +229,26 @@ def test_a_search_into_a_training_run_is_refused(earlier_run, tmp_path, capsys):
     assert main(["search", TINY, "--out", str(run), "--set", "search={optimizer.learning_rate: [0.1]}"]) == 2
     assert f"error: run directory '{run}' holds a training run (checkpoint.npz)" in capsys.readouterr().err
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("marker", ["results.csv", "best"])
+def test_a_training_run_into_a_search_directory_is_refused(earlier_run, tmp_path, capsys, marker):
+    """A search directory: its config and summary, and its results table or its chosen run ``best/``."""
+    search = tmp_path / "search"
+    search.mkdir()
+    for name in ("config.yaml", "summary.json"):
+        shutil.copy(earlier_run / name, search / name)
+    if marker == "best":
+        shutil.copytree(earlier_run, search / "best")
+    else:
+        (search / "results.csv").write_text("setting,best_val_loss\n0,0.5\n")
+    before = (snapshot(search), snapshot(search / "best") if marker == "best" else None)
+    for extra in ([], ["--resume"]):
+        capsys.readouterr()
+        assert main(["train", TINY, "--out", str(search), *RUN, *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"error: run directory '{search}' holds a grid search ({marker})" in err, err
+        assert (snapshot(search), snapshot(search / "best") if marker == "best" else None) == before
 
 
 def test_symlinked_lock_and_staging_are_replaced_not_followed(tmp_path):

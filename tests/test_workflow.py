@@ -17,7 +17,7 @@ import yaml
 import functional_nn
 from functional_nn.__main__ import main
 from functional_nn.data import digits_arrays, split_indices
-from functional_nn.experiment import build_data, load_config
+from functional_nn.experiment import build_data, ConfigError, load_config
 from functional_nn.experiment.builders import build_experiment
 from functional_nn.experiment.load import Preprocessing
 from functional_nn.train import load_training_checkpoint, restore_best
@@ -210,3 +210,68 @@ def test_preprocessing_reshapes_flat_rows_and_single_examples():
     pre = Preprocessing(np.zeros(()), np.full((), 2.0), (2, 2), 3)
     np.testing.assert_array_equal(pre.apply(np.arange(8).reshape(2, 4)), np.arange(8).reshape(2, 2, 2) / 2)
     assert pre.apply(np.ones((2, 2))).shape == (1, 2, 2)
+
+
+def test_eval_of_an_empty_split_names_split_and_its_fraction(runs, capsys):
+    _, run, _ = runs
+    capsys.readouterr()
+    assert main(["eval", run, "--split", "val", "--set", "data.val_fraction=0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --split='val'") and len(err.strip().splitlines()) == 1, err
+    assert "data.val_fraction=0.0" in err and "empty" in err
+    config = load_config(os.path.join(run, "config.yaml"), ["data.val_fraction=0.0"])
+    with pytest.raises(ConfigError, match=r"split='val'.*data\.val_fraction=0\.0"):
+        functional_nn.load_run(run, config=config).evaluate("val")
+
+
+def test_training_a_runs_config_without_resume_leaves_that_run_alone(runs, tmp_path, monkeypatch, capsys):
+    _, _, search = runs
+    best = os.path.join(search, "best")
+    before = {name: open(os.path.join(best, name), "rb").read() for name in sorted(os.listdir(best)) if name != ".lock"}
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", os.path.join(best, "config.yaml"), "--set", "training.epochs=1", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    after = {name: open(os.path.join(best, name), "rb").read() for name in sorted(os.listdir(best)) if name != ".lock"}
+    assert after == before
+    history, _ = read_run(tmp_path / "runs" / "tiny_search.best")  # runs/<name>/, the config's name
+    assert [r["epoch"] for r in history] == [1]
+
+
+def test_load_run_with_a_config_resolves_its_path_as_without(runs):
+    _, run, search = runs
+    best = os.path.join(search, "best")
+    for path, directory in ((search, best), (os.path.join(run, "config.yaml"), run)):
+        config = load_config(os.path.join(directory, "config.yaml"))
+        loaded, plain = functional_nn.load_run(path, config=config), functional_nn.load_run(path)
+        assert loaded.directory == plain.directory == directory
+        assert loaded.preprocessing.input_shape == plain.preprocessing.input_shape
+        for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(plain.params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_eval_of_a_searchs_best_params_says_to_evaluate_the_search(runs, capsys):
+    _, _, search = runs
+    params = os.path.join(search, "best_params.npz")
+    capsys.readouterr()
+    assert main(["eval", search, "--checkpoint", params]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint '{params}' is a grid search's chosen parameters") and len(err.splitlines()) == 1, err
+    assert f"eval {os.path.abspath(search)} " in err and "incomplete training metadata" not in err
+
+
+
+def test_the_losses_taking_logits_are_those_a_constant_shift_of_the_outputs_leaves_unchanged():
+    """Logits are defined up to a constant (softmax(y + c) = softmax(y)): a loss of
+    logits is invariant to it, a loss of probabilities or values is not."""
+    from functional_nn.experiment.loading import takes_class_labels, takes_logits
+    from functional_nn.losses import LOSSES
+
+    rng = np.random.default_rng(0)
+    outputs = rng.uniform(0.1, 0.9, (4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    for name in LOSSES.names():
+        loss = LOSSES.lookup(name).value
+        target = labels if takes_class_labels(name) else np.eye(3, dtype=np.float32)[labels] * 0.8 + 0.2 / 3
+        shifted = float(loss(outputs + 1.5, target)) - float(loss(outputs, target))
+        assert takes_logits(name) == (abs(shifted) < 1e-5), (name, shifted)

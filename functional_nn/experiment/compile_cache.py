@@ -48,11 +48,18 @@ def enable_compile_cache(directory: str | None = None) -> str:
 
     Returns:
       the folder in use.
+
+    Raises:
+      OSError: the folder cannot be created (naming it and the reason); the
+        cache is then left off.
     """
     import jax
 
     chosen = jax.config.jax_compilation_cache_dir or directory or default_cache_dir()
-    os.makedirs(chosen, exist_ok=True)
+    try:
+        os.makedirs(chosen, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot create the compile cache folder {chosen!r} ({e.strerror or e})") from None
     jax.config.update("jax_compilation_cache_dir", chosen)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

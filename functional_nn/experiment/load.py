@@ -24,18 +24,15 @@ import numpy as np
 
 from functional_nn.data.datasets import standardize
 from functional_nn.experiment import builders
-from functional_nn.experiment.loading import dump_config, load_config
-from functional_nn.experiment.run_dir import CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE
+from functional_nn.experiment.loading import dump_config, load_config, takes_logits
+from functional_nn.experiment.run_dir import BEST_DIR, CHECKPOINT_FILE, CONFIG_FILE, PREPROCESSING_FILE, RESULTS_CSV
 from functional_nn.experiment.schema import Config, ConfigError
-from functional_nn.train.checkpoint import atomic_write_bytes, load_training_checkpoint
+from functional_nn.train.checkpoint import atomic_write_bytes, CheckpointError, load_training_checkpoint, read_checkpoint_metadata
 from functional_nn.train.early_stopping import restore_best
 from functional_nn.train.state import init_train_state
 from functional_nn.train.step import make_evaluate
 
-BEST_DIR = "best"  # a search directory's chosen setting, a complete run directory
 SPLITS = ("train", "val", "test")
-# losses whose model outputs are logits: class probabilities are softmax(outputs)
-LOGIT_LOSSES = ("softmax_cross_entropy", "kl_divergence_with_logits")
 
 
 # --------------------------------------------------------------------------
@@ -175,7 +172,7 @@ def resolve_run_directory(path: str) -> str:
     if is_run_directory(best):
         return best
     missing = [name for name in (CONFIG_FILE, CHECKPOINT_FILE) if not os.path.isfile(os.path.join(path, name))]
-    if os.path.isfile(os.path.join(path, "results.csv")):
+    if os.path.isfile(os.path.join(path, RESULTS_CSV)):
         raise FileNotFoundError(
             f"{path!r} is a search directory without {BEST_DIR}/ (the chosen setting's run, written by search); "
             "rerun the search"
@@ -247,7 +244,7 @@ class Run:
         if self.task == "regression":
             return Predictions(outputs)
         probabilities = outputs
-        if self.config.loss.name in LOGIT_LOSSES:
+        if takes_logits(self.config.loss.name):
             shifted = outputs - outputs.max(axis=-1, keepdims=True)
             probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
         return Predictions(outputs, np.argmax(outputs, axis=-1).astype(np.int32), probabilities)
@@ -258,12 +255,11 @@ class Run:
         ``(x, y)`` of raw inputs (standardised first unless ``preprocessed``).
 
         Raises:
-          ValueError: an unknown split name, or an empty split.
+          ValueError: an unknown split name, or empty arrays.
+          ConfigError: the config's split is empty (:func:`config_split`).
         """
         if isinstance(split, str):
-            if split not in SPLITS:
-                raise ValueError(f"split={split!r}: must be one of {', '.join(SPLITS)} or arrays (x, y)")
-            x, y = getattr(builders.build_data(self.config.data), split)
+            x, y = config_split(self.config, split)
             preprocessed = True
         else:
             x, y = split
@@ -271,6 +267,29 @@ class Run:
         from functional_nn.train.state import TrainState
 
         return self._evaluate(TrainState(self.params, self.state, None, None, None), x, np.asarray(y))
+
+
+def config_split(config: Config, split: str, *, source: str = "split"):
+    """The ``(x, y)`` arrays of split ``split`` (``"train"``, ``"val"`` or
+    ``"test"``) of ``config``'s data, standardised as in training.
+
+    Raises:
+      ValueError: ``split`` is no split name (naming ``source``).
+      ConfigError: the split is empty, naming ``source`` and the
+        ``data.<split>_fraction`` that made it so.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"{source}={split!r}: must be one of {', '.join(SPLITS)} or arrays (x, y)")
+    x, y = getattr(builders.build_data(config.data), split)
+    if len(x) == 0:
+        fractions = f"data.{split}_fraction={getattr(config.data, f'{split}_fraction')}" if split != "train" else (
+            f"data.val_fraction={config.data.val_fraction} and data.test_fraction={config.data.test_fraction}"
+        )
+        raise ConfigError(
+            f"{source}={split!r}: the run's {split} split is empty ({fractions}): nothing to evaluate; "
+            f"choose another split"
+        )
+    return x, y
 
 
 def _checkpoint_template(config: Config, model, input_shape: tuple):
@@ -281,6 +300,24 @@ def _checkpoint_template(config: Config, model, input_shape: tuple):
     optimizer = builders.build_optimizer(config.optimizer)
     batch = (config.training.batch_size,) + tuple(input_shape)
     return jax.eval_shape(lambda: init_train_state(model, optimizer, jax.random.key(config.training.seed), batch))
+
+
+def check_not_search_parameters(checkpoint: str) -> None:
+    """A search's ``best_params.npz`` holds only the chosen setting's
+    parameters (its metadata: the ``setting``), no training state: it is no
+    checkpoint to evaluate; the search directory's ``best/`` run is.
+
+    Raises:
+      CheckpointError: ``checkpoint`` is such a file, saying what to use instead.
+    """
+    metadata = read_checkpoint_metadata(checkpoint)
+    if "setting" in metadata and "epoch" not in metadata:
+        search = os.path.dirname(os.path.abspath(checkpoint))
+        raise CheckpointError(
+            f"checkpoint {checkpoint!r} is a grid search's chosen parameters (best_params.npz: parameters only, "
+            f"no training checkpoint); evaluate the search directory instead: eval {search} (it evaluates its "
+            f"chosen run, {os.path.join(search, BEST_DIR)}), or load_run({search!r}) in Python"
+        )
 
 
 def load_run(path: str, *, config: Config | None = None, checkpoint: str | None = None) -> Run:
@@ -302,17 +339,17 @@ def load_run(path: str, *, config: Config | None = None, checkpoint: str | None 
       ConfigError: the stored config is invalid.
       CheckpointError: the checkpoint is corrupt or of another model.
     """
+    directory = resolve_run_directory(path)
     if config is None:
-        directory = resolve_run_directory(path)
         config = load_config(os.path.join(directory, CONFIG_FILE))
-    else:
-        directory = os.fspath(path)
     if os.path.isfile(os.path.join(directory, PREPROCESSING_FILE)):
         preprocessing = read_preprocessing(directory)
     else:
         preprocessing = data_preprocessing(builders.build_data(config.data))
     model, loss = builders.build_model(config.model), builders.build_loss(config.loss)
     template = _checkpoint_template(config, model, preprocessing.input_shape)
+    if checkpoint is not None:
+        check_not_search_parameters(checkpoint)
     loaded = load_training_checkpoint(checkpoint or os.path.join(directory, CHECKPOINT_FILE), template)
     state = loaded.train_state
     if builders.build_early_stopping(config.training).restore_best:

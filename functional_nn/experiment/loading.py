@@ -35,18 +35,39 @@ from functional_nn.experiment.schema import (
 from functional_nn.experiment.sections import model_to_dict, parse_model, parse_optimizer
 from functional_nn.experiment.yaml_text import parse_yaml
 
-def parse_search(raw, base: dict, source: str | None, path: str = "search") -> dict:
+MAX_SEARCH_SEEDS = 1024  # training seeds per setting of a grid search
+
+
+def check_search_seeds(seeds, training_seed: int, where: str = "search.seeds") -> None:
+    """``seeds`` training seeds per setting (seeds ``training_seed`` ..
+    ``training_seed + seeds - 1``) must be an integer in [1, 1024] whose last
+    seed is still a 32-bit seed (``training_seed + seeds <= 2**32``).
+
+    Raises:
+      ConfigError: naming ``where``, the value and what is accepted.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEARCH_SEEDS:
+        raise _value_error(where, seeds, f"must be an integer in [1, {MAX_SEARCH_SEEDS}] (training seeds per setting)")
+    if training_seed + seeds > 2**32:
+        raise _value_error(
+            where, seeds,
+            f"with training.seed={training_seed} the last seed, training.seed + seeds - 1, must be below 2**32 "
+            f"(at most {2**32 - training_seed} seeds)",
+        )
+
+
+def parse_search(raw, base: dict, source: str | None, path: str = "search", *, training_seed: int = 0) -> dict:
     """Validate the grid: each key a ``section.key`` path of the config, each value
     a non-empty list whose every entry makes a valid config; and the option
-    ``seeds`` (an integer >= 1: training seeds per setting)."""
+    ``seeds`` (training seeds per setting, :func:`check_search_seeds` with
+    ``training_seed``, the config's ``training.seed``)."""
     raw = _as_mapping(raw, path)
     grid = {}
     for key, values in raw.items():
         where = f"{path}.{key}"
         if key == "seeds":  # an option of the search, not a grid key: train every setting with N seeds
             grid[key] = _convert(int, values, where)
-            if grid[key] < 1:
-                raise _value_error(where, values, "must be an integer >= 1 (training seeds per setting)")
+            check_search_seeds(grid[key], training_seed, where)
             continue
         if not isinstance(key, str) or "." not in key or key.split(".")[0] not in SECTIONS - {"search", "name"}:
             raise _value_error(where, values, "search keys are 'section.key' paths, e.g. 'optimizer.learning_rate'")
@@ -180,14 +201,27 @@ def _training_output_shape(model, input_spec) -> tuple:
     return tuple(jax.eval_shape(forward, jax.random.key(0), input_spec).shape)
 
 
+def _loss_parameters(loss_name: str) -> list:
+    """The parameter names of registered loss ``loss_name``, in order."""
+    import inspect
+
+    return list(inspect.signature(LOSSES.lookup(loss_name).value).parameters)
+
+
 def takes_class_labels(loss_name: str) -> bool:
     """Whether loss ``loss_name`` needs integer class labels: its target
     argument is named ``labels`` (``softmax_cross_entropy(logits, labels)``),
     not ``d`` (a target distribution or vector)."""
-    import inspect
-
-    parameters = list(inspect.signature(LOSSES.lookup(loss_name).value).parameters)
+    parameters = _loss_parameters(loss_name)
     return len(parameters) > 1 and parameters[1] == "labels"
+
+
+def takes_logits(loss_name: str) -> bool:
+    """Whether loss ``loss_name`` takes the model's outputs as logits (its
+    first argument is named ``logits``, as ``softmax_cross_entropy(logits,
+    labels)``): class probabilities are then softmax(outputs)."""
+    parameters = _loss_parameters(loss_name)
+    return bool(parameters) and parameters[0] == "logits"
 
 
 def check_experiment(config: Config, data, model) -> None:
@@ -232,7 +266,7 @@ def parse_config(raw: dict, *, source: str | None = None, overrides=()) -> Confi
     raw = apply_overrides(_as_mapping(raw, ""), overrides)
     try:
         config = _parse_sections(raw, source)
-        return dataclasses.replace(config, search=parse_search(raw.get("search"), raw, source))
+        return dataclasses.replace(config, search=parse_search(raw.get("search"), raw, source, training_seed=config.training.seed))
     except ConfigError as e:
         if source is None:
             raise

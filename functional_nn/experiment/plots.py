@@ -10,6 +10,7 @@ extra: callers check :func:`plotting_available` and otherwise print
 
 from __future__ import annotations
 
+import io
 import sys
 
 import numpy as np
@@ -67,6 +68,15 @@ def plot_learning_curves(history: list, path: str, *, title: str | None = None) 
     if title:
         figure.suptitle(title)
     figure.savefig(path, dpi=100)
+
+
+def learning_curves_png(history: list, title: str | None = None) -> bytes:
+    """The learning-curve PNG (:func:`plot_learning_curves`), rendered in memory,
+    so that callers write it atomically (a symlink at its path is replaced
+    rather than written through)."""
+    buffer = io.BytesIO()
+    plot_learning_curves(history, buffer, title=title)
+    return buffer.getvalue()
 
 
 def _is_number(value) -> bool:

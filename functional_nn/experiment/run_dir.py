@@ -39,7 +39,7 @@ import sys
 
 from functional_nn.experiment.loading import config_to_dict, ConfigError, load_config
 from functional_nn.train import best_epoch
-from functional_nn.train.checkpoint import atomic_write_bytes, read_checkpoint_metadata, _fsync_directory
+from functional_nn.train.checkpoint import atomic_write_bytes, read_checkpoint_metadata, fsync_directory
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -48,6 +48,9 @@ PLOT_FILE = "learning_curves.png"
 SUMMARY_FILE = "summary.json"
 PREPROCESSING_FILE = "preprocessing.npz"  # the inputs' standardisation (experiment.load)
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, PLOT_FILE, SUMMARY_FILE, PREPROCESSING_FILE)
+RESULTS_CSV = "results.csv"  # a grid search's results table (experiment.search_outputs)
+BEST_DIR = "best"  # a search directory's chosen setting, a complete run directory
+SEARCH_MARKERS = (RESULTS_CSV, BEST_DIR)  # what only a grid search writes into its directory
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
 COMMIT_FILE = "COMMIT"
@@ -188,7 +191,7 @@ def _apply_commit(directory: str, journal: dict) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, name))
     shutil.rmtree(staging)
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def recover(directory: str) -> list:
@@ -228,6 +231,24 @@ def check_search_directory(directory: str) -> None:
         raise RunDirectoryError(
             f"run directory {directory!r} holds a training run ({CHECKPOINT_FILE}); a search would overwrite its "
             "config.yaml and summary.json: choose another --out"
+        )
+
+
+def check_training_directory(directory: str) -> None:
+    """The mirror of :func:`check_search_directory`: a training run writes its
+    ``config.yaml`` and ``summary.json`` into ``directory``, so it must not hold
+    a grid search (its ``results.csv`` or ``best/``), whose files it would
+    overwrite and whose chosen run it would leave inconsistent.
+
+    Raises:
+      RunDirectoryError: ``directory`` holds a search's results.
+    """
+    found = [name for name in SEARCH_MARKERS if os.path.lexists(os.path.join(directory, name))]
+    if found:
+        raise RunDirectoryError(
+            f"run directory {directory!r} holds a grid search ({', '.join(found)}); training would overwrite its "
+            f"config.yaml and summary.json: choose another --out (to continue the chosen run: train "
+            f"{os.path.join(directory, BEST_DIR, CONFIG_FILE)} --resume)"
         )
 
 

@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from functional_nn.experiment import builders
-from functional_nn.experiment.loading import check_experiment, config_to_dict, parse_config
+from functional_nn.experiment.loading import check_experiment, check_search_seeds, config_to_dict, parse_config
 from functional_nn.experiment.schema import Config, ConfigError, ModelConfig
 from functional_nn.experiment.sections import (
     alias_hyperparameters,
@@ -326,14 +326,17 @@ class NoFiniteSettingError(RuntimeError):
 
 def seeds_row(index: int, setting: dict, rows: list, monitor: str) -> dict:
     """Setting ``index``'s row over its seeds' ``rows``: each metric's mean, the
-    monitored value's sample standard deviation (``best_<monitor>_std``), and the
-    best epoch, epochs run and status of each seed (``12/15/11``). A seed that
-    never had a finite value makes the mean NaN (the setting cannot win)."""
+    monitored value's sample standard deviation (``best_<monitor>_std``), the
+    best epoch of seed ``training.seed`` (an int, as ``best/``'s) and of every
+    seed (``best_epochs``, a list), and the epochs run and status of each seed
+    (``12/15/11``). A seed that never had a finite value makes the mean NaN
+    (the setting cannot win)."""
     best = f"best_{monitor}"
     values = np.array([r[best] for r in rows], np.float64)
     row = {"setting": index, **setting, best: float(values.mean())}
     row[f"{best}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in rows)
+    row["best_epoch"] = rows[0]["best_epoch"]  # seed training.seed's, the chosen run's (best/)
+    row["best_epochs"] = [r["best_epoch"] for r in rows]
     per_seed = {"setting", best, "best_epoch", "epochs_run", "status", *setting}
     row.update({k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in per_seed})
     row["epochs_run"] = "/".join(str(r["epochs_run"]) for r in rows)
@@ -413,8 +416,7 @@ def grid_search(
     """
     seeds = search_seeds(config, grid) if seeds is None else seeds
     grid = validate_grid(config, grid)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ConfigError(f"search.seeds={seeds!r}: must be an integer >= 1 (training seeds per setting)")
+    check_search_seeds(seeds, config.training.seed)
     settings = expand_grid(grid)
     traced, structural = split_keys(grid, config.model)
     rows, histories, runs = [None] * len(settings), [None] * len(settings), {}

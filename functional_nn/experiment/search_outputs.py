@@ -10,20 +10,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 
 from functional_nn.experiment import plots, run_dir, search_report
 from functional_nn.experiment.builders import build_early_stopping
-from functional_nn.experiment.load import BEST_DIR, write_preprocessing
+from functional_nn.experiment.load import write_preprocessing
+from functional_nn.experiment.run_dir import BEST_DIR, RESULTS_CSV
 from functional_nn.experiment.loading import dump_config
 from functional_nn.experiment.schema import Config
 from functional_nn.experiment.search import SearchResult, setting_train_state
 from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees, save_training_checkpoint, TrainingCheckpoint
 from functional_nn.train.early_stopping import EarlyStoppingState, host_copy
 
-RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.jsonl"
@@ -44,8 +45,10 @@ def setting_label(setting: dict) -> str:
 
 def summary(result: SearchResult, config: Config, seconds: float) -> dict:
     """``summary.json``: the chosen setting, its validation value (mean and std
-    over seeds when there are several) and its test metrics (the ``best/`` run's,
-    seed ``training.seed``; with seeds also their mean and std over seeds)."""
+    over seeds when there are several), its best epoch (an int, the ``best/``
+    run's, seed ``training.seed``; with seeds also ``best_epochs``, one per
+    seed) and its test metrics (the ``best/`` run's; with seeds also their mean
+    and std over seeds)."""
     best_row = result.rows[result.best_index]
     monitored = f"best_{result.monitor}"
     selected_by = f"best {result.monitor} ({result.mode}) on the validation split"
@@ -53,6 +56,7 @@ def summary(result: SearchResult, config: Config, seconds: float) -> dict:
     if result.seeds > 1:
         selected_by += f", mean over {result.seeds} training seeds"
         spread[f"{monitored}_std"] = best_row[f"{monitored}_std"]
+        spread["best_epochs"] = best_row["best_epochs"]
         for name in result.seed_test_metrics[0]:
             values = np.array([m[name] for m in result.seed_test_metrics])
             spread.update({f"{name}_mean": float(values.mean()), f"{name}_std": float(values.std(ddof=1))})
@@ -74,12 +78,13 @@ def summary(result: SearchResult, config: Config, seconds: float) -> dict:
 
 
 def markdown_report(result: SearchResult, config: Config) -> str:
-    best = result.settings[result.best_index]
+    best, best_row = result.settings[result.best_index], result.rows[result.best_index]
     monitored = f"best_{result.monitor}"
-    value = search_report.format_value(result.rows[result.best_index][monitored])
+    value = search_report.format_value(best_row[monitored])
+    epochs = search_report.format_value(best_row.get("best_epochs", best_row["best_epoch"]))  # one per seed
     seeds_note = ""
     if result.seeds > 1:
-        value += " ± " + search_report.format_value(result.rows[result.best_index][f"{monitored}_std"])
+        value += " ± " + search_report.format_value(best_row[f"{monitored}_std"])
         seeds_note = f" Every setting trained with {result.seeds} seeds: mean ± sample std over seeds; selection on the mean."
     lines = [
         f"# Grid search: {config.name}",
@@ -89,8 +94,7 @@ def markdown_report(result: SearchResult, config: Config) -> str:
         + seeds_note,
         "",
         f"**Selected:** setting {result.best_index} ({setting_label(best)}), best {result.monitor} = "
-        f"{value} at epoch "
-        f"{result.rows[result.best_index]['best_epoch']}; "
+        f"{value} at epoch {epochs}; "
         + ", ".join(f"{k} = {search_report.format_value(v)}" for k, v in result.test_metrics.items()),
         "",
         "",
@@ -118,8 +122,11 @@ def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
 
 def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: float) -> None:
     """``runs/<name>/``: config, results table (CSV, markdown), summary, per-epoch
-    history, plots and the selected setting's parameters."""
+    history, plots and the selected setting's parameters. An earlier search's
+    selection and plots are removed first (a plot this search does not draw
+    must not stay)."""
     os.makedirs(out_dir, exist_ok=True)
+    remove_selected_outputs(out_dir)
     write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
     write("config.yaml", dump_config(config))
     write(RESULTS_CSV, search_report.csv_text(result.rows))
@@ -137,9 +144,10 @@ def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: f
 
 
 def best_run_config(result: SearchResult) -> Config:
-    """The chosen setting's full config, named ``<search name>.best`` (so that a
-    copy trained without ``--out`` goes to its own ``runs/`` directory, never
-    into the search's)."""
+    """The chosen setting's full config, named ``<search name>.best``: ``train
+    runs/<search>/best/config.yaml`` without ``--out`` trains a copy into
+    ``runs/<search name>.best/``, never into the search's directory (only
+    ``--resume`` continues ``best/`` in place)."""
     return dataclasses.replace(result.best_config, name=f"{result.best_config.name}.best")
 
 
@@ -175,17 +183,39 @@ def write_best_run(result: SearchResult, directory: str, seconds: float) -> None
     save_training_checkpoint(os.path.join(directory, run_dir.CHECKPOINT_FILE), checkpoint)
     lines = [json.dumps(record) for record in checkpoint.history]
     atomic_write_bytes(os.path.join(directory, run_dir.METRICS_FILE), ("\n".join(lines) + "\n").encode())
-    plots.plot_learning_curves(checkpoint.history, os.path.join(directory, run_dir.PLOT_FILE), title=config.name)
+    if plots.plotting_available():  # write_outputs has said once when it is not
+        png = plots.learning_curves_png(checkpoint.history, config.name)
+        atomic_write_bytes(os.path.join(directory, run_dir.PLOT_FILE), png)
     run_summary = run_dir.run_summary(config, checkpoint.history, result.test_metrics, seconds)
     run_dir.write_json(os.path.join(directory, run_dir.SUMMARY_FILE), {**run_summary, "selected_by_search": True})
+
+
+def remove_selected_outputs(out_dir: str) -> list:
+    """Delete what an earlier search of ``out_dir`` selected: its chosen run
+    ``best/``, ``best_params.npz`` and its plots (a symlink is removed, never
+    followed). Returns the names removed."""
+    removed = []
+    for name in (BEST_DIR, BEST_FILE, HEATMAP_FILE, CURVE_FILE, CURVES_FILE):
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def write_failed_outputs(error, config: Config, out_dir: str, seconds: float) -> None:
     """A search that selected nothing (``error``, a
     :class:`~functional_nn.experiment.search.NoFiniteSettingError`): the
     config, the results table, every setting's history and a summary with
-    ``status: no_finite_setting`` and the message, so the failure can be read."""
+    ``status: no_finite_setting`` and the message, so the failure can be read.
+    An earlier search's selection (``best/``, ``best_params.npz``, plots) is
+    removed, so that ``eval`` and ``predict`` cannot use it."""
     os.makedirs(out_dir, exist_ok=True)
+    remove_selected_outputs(out_dir)
     write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
     write("config.yaml", dump_config(config))
     write(RESULTS_CSV, search_report.csv_text(error.rows))

@@ -18,12 +18,20 @@ import numpy as np
 
 
 def format_value(value) -> str:
-    """Numbers to 4 significant digits, NaN as ``nan``, everything else as ``str``."""
+    """Numbers to 4 significant digits, NaN as ``nan``, a list as its values
+    joined by ``/``, everything else as ``str``."""
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, (float, np.floating)):
         return "nan" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):  # one value per seed
+        return "/".join(format_value(v) for v in value)
     return str(value)
+
+
+def csv_cell(value):
+    """A CSV cell: a list (one value per seed, e.g. ``best_epochs``) as ``12/15/11``, else the value."""
+    return "/".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def table_columns(rows: list) -> list:
@@ -39,7 +47,7 @@ def csv_text(rows: list) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=table_columns(rows), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 

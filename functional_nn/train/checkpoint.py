@@ -65,7 +65,7 @@ def _leaf_from_record(raw: np.ndarray, description: dict):
 # atomic file writing
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str) -> None:
     with contextlib.suppress(OSError):  # not every platform can open a directory
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -114,7 +114,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if isinstance(e, OSError):
             raise _naming(e, path) from None
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def _naming(error: OSError, path: str) -> OSError:

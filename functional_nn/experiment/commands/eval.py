@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from functional_nn.experiment.load import load_run, resolve_run_directory, run_config_directory
+from functional_nn.experiment.load import config_split, load_run, resolve_run_directory, run_config_directory
 from functional_nn.experiment.loading import load_config
 from functional_nn.experiment.run_dir import CONFIG_FILE, run_directory
 
@@ -31,6 +31,7 @@ def run_and_config(target: str, overrides=(), out: str | None = None) -> tuple:
 def eval_command(target: str, *, overrides=(), out: str | None = None, checkpoint: str | None, split: str) -> int:
     directory, config = run_and_config(target, overrides, out)
     run = load_run(directory, config=config, checkpoint=checkpoint)
-    metrics = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
+    arrays = config_split(run.config, split, source="--split")
+    metrics = {f"{split}_{k}": v for k, v in run.evaluate(arrays, preprocessed=True).items()}
     print(json.dumps({"run": directory, "epoch": run.epoch, "best_epoch": run.best_epoch, **metrics}))
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
@@ -17,7 +16,6 @@ from functional_nn.experiment.builders import (
 )
 from functional_nn.experiment.loading import check_experiment, dump_config
 from functional_nn.experiment.load import preprocessing_bytes
-from functional_nn.experiment.plots import plot_learning_curves
 from functional_nn.experiment.run_dir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -111,14 +109,6 @@ def _without_resume_notes(message: str) -> None:
         log_above_bar(message)
 
 
-def _plot_bytes(history: list, title: str) -> bytes:
-    """The learning-curve PNG, rendered in memory (then written atomically, so a
-    symlink at its path is replaced rather than written through)."""
-    buffer = io.BytesIO()
-    plot_learning_curves(history, buffer, title=title)
-    return buffer.getvalue()
-
-
 def train_command(config, directory: str, *, resume: bool, progress: bool | None, started: float) -> int:
     """Train ``config`` into ``directory`` (created and locked by the caller,
     see :func:`~functional_nn.experiment.run_dir.locked_run_directory`).
@@ -165,7 +155,7 @@ def train_command(config, directory: str, *, resume: bool, progress: bool | None
         {f"test_{k}": v for k, v in evaluate(train_state, data.test.x, data.test.y).items()} if len(data.test.x) else {}
     )
     if plots.plotting_available():
-        files.write(PLOT_FILE, _plot_bytes(history, config.name))
+        files.write(PLOT_FILE, plots.learning_curves_png(history, config.name))
     else:
         plots.note_plots_skipped()
     summary = run_dir.run_summary(config, history, test, time.perf_counter() - started)
