@@ -77,7 +77,7 @@ def run(steps: int) -> dict[str, dict[str, float]]:
 
 def markdown_table(results, steps: int) -> str:
     surfaces = list(SURFACES)
-    lines = [f"| optimizer | " + " | ".join(f"{s}, loss after {steps} steps" for s in surfaces) + " |",
+    lines = ["| optimizer | " + " | ".join(f"{s}, loss after {steps} steps" for s in surfaces) + " |",
              "|---|" + "---:|" * len(surfaces)]
     for name, losses in results.items():
         lines.append(f"| {name} | " + " | ".join(f"{losses[s]:.3e}" for s in surfaces) + " |")
