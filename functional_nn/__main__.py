@@ -35,6 +35,7 @@ import contextlib
 import sys
 import time
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="functional_nn", description="Train and evaluate functional_nn models from YAML configs."
