@@ -17,12 +17,13 @@ import numpy as np
 
 from functional_nn.experiment import plots, run_dir, search_report
 from functional_nn.experiment.builders import build_early_stopping
-from functional_nn.experiment.load import write_preprocessing
+from functional_nn.experiment.load import write_run_files
 from functional_nn.experiment.run_dir import BEST_DIR, RESULTS_CSV
 from functional_nn.experiment.loading import dump_config
 from functional_nn.experiment.schema import Config
 from functional_nn.experiment.search import SearchResult, setting_train_state
 from functional_nn.train.checkpoint import atomic_write_bytes, save_pytrees, save_training_checkpoint, TrainingCheckpoint
+from functional_nn.train.callbacks import write_metrics_lines
 from functional_nn.train.early_stopping import EarlyStoppingState, host_copy
 
 RESULTS_MD = "results.md"
@@ -120,20 +121,28 @@ def write_plots(result: SearchResult, config: Config, out_dir: str) -> list:
     return written
 
 
+def write_search_files(out_dir: str, config: Config, rows: list, markdown: str, summary_record: dict, histories) -> None:
+    """The files every search writes, successful or not: ``config.yaml``, the
+    results table (CSV, markdown), ``summary.json`` and every setting's
+    per-epoch history; an earlier search's selection and plots are removed first."""
+    os.makedirs(out_dir, exist_ok=True)
+    remove_selected_outputs(out_dir)
+    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
+    write(run_dir.CONFIG_FILE, dump_config(config))
+    write(RESULTS_CSV, search_report.csv_text(rows))
+    write(RESULTS_MD, markdown)
+    write(SUMMARY_FILE, json.dumps(summary_record, indent=2) + "\n")
+    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(histories) for r in history]
+    write(HISTORY_FILE, "\n".join(lines) + "\n")
+
+
 def write_outputs(result: SearchResult, config: Config, out_dir: str, seconds: float) -> None:
     """``runs/<name>/``: config, results table (CSV, markdown), summary, per-epoch
     history, plots and the selected setting's parameters. An earlier search's
     selection and plots are removed first (a plot this search does not draw
     must not stay)."""
-    os.makedirs(out_dir, exist_ok=True)
-    remove_selected_outputs(out_dir)
-    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
-    write("config.yaml", dump_config(config))
-    write(RESULTS_CSV, search_report.csv_text(result.rows))
-    write(RESULTS_MD, markdown_report(result, config))
-    write(SUMMARY_FILE, json.dumps(summary(result, config, seconds), indent=2) + "\n")
-    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(result.histories) for r in history]
-    write(HISTORY_FILE, "\n".join(lines) + "\n")
+    write_search_files(out_dir, config, result.rows, markdown_report(result, config),
+                       summary(result, config, seconds), result.histories)
     if plots.plotting_available():
         write_plots(result, config, out_dir)
     else:
@@ -176,13 +185,10 @@ def best_checkpoint(result: SearchResult, config: Config) -> TrainingCheckpoint:
 def write_best_run(result: SearchResult, directory: str, seconds: float) -> None:
     """``best/``: the chosen setting as a run directory (see the module docstring)."""
     config = best_run_config(result)
-    os.makedirs(directory, exist_ok=True)
-    atomic_write_bytes(os.path.join(directory, run_dir.CONFIG_FILE), dump_config(config).encode())
-    write_preprocessing(directory, result.best_data)
+    write_run_files(directory, config, result.best_data)
     checkpoint = best_checkpoint(result, config)
     save_training_checkpoint(os.path.join(directory, run_dir.CHECKPOINT_FILE), checkpoint)
-    lines = [json.dumps(record) for record in checkpoint.history]
-    atomic_write_bytes(os.path.join(directory, run_dir.METRICS_FILE), ("\n".join(lines) + "\n").encode())
+    write_metrics_lines(os.path.join(directory, run_dir.METRICS_FILE), checkpoint.history)
     if plots.plotting_available():  # write_outputs has said once when it is not
         png = plots.learning_curves_png(checkpoint.history, config.name)
         atomic_write_bytes(os.path.join(directory, run_dir.PLOT_FILE), png)
@@ -214,13 +220,6 @@ def write_failed_outputs(error, config: Config, out_dir: str, seconds: float) ->
     ``status: no_finite_setting`` and the message, so the failure can be read.
     An earlier search's selection (``best/``, ``best_params.npz``, plots) is
     removed, so that ``eval`` and ``predict`` cannot use it."""
-    os.makedirs(out_dir, exist_ok=True)
-    remove_selected_outputs(out_dir)
-    write = lambda name, text: atomic_write_bytes(os.path.join(out_dir, name), text.encode())  # noqa: E731
-    write("config.yaml", dump_config(config))
-    write(RESULTS_CSV, search_report.csv_text(error.rows))
-    write(RESULTS_MD, f"# Grid search: {config.name}\n\n**Nothing selected:** {error}\n\n" + search_report.markdown_table(error.rows))
-    summary = {"name": config.name, "status": "no_finite_setting", "message": str(error), "settings": len(error.rows), "wall_time_s": seconds}
-    write(SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    lines = [json.dumps({"setting": i, **r}) for i, history in enumerate(error.histories or []) for r in history]
-    write(HISTORY_FILE, "\n".join(lines) + "\n")
+    markdown = f"# Grid search: {config.name}\n\n**Nothing selected:** {error}\n\n" + search_report.markdown_table(error.rows)
+    failure = {"name": config.name, "status": "no_finite_setting", "message": str(error), "settings": len(error.rows), "wall_time_s": seconds}
+    write_search_files(out_dir, config, error.rows, markdown, failure, error.histories or [])
