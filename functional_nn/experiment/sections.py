@@ -10,6 +10,7 @@ import re
 import typing
 from typing import Union
 
+from functional_nn._validation import check_dtype
 from functional_nn.experiment.schema import (
     ConfigError,
     keyed_error,
@@ -29,7 +30,6 @@ from functional_nn.experiment.schema import (
 )
 from functional_nn.layers import LAYERS
 from functional_nn.layers import residual as residual_module
-from functional_nn.layers._checks import check_dtype
 from functional_nn.optim import OPTIMIZERS
 
 # --------------------------------------------------------------------------

@@ -16,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_nn._validation import check_dtype  # noqa: F401  (conv.py imports it from here)
-
 
 def check_choice(name: str, value, choices):
     """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from functional_nn._validation import check_dtype
 from functional_nn.layers._checks import (
     cast_all,
-    check_dtype,
     check_features,
     check_input_rank,
     check_padding,
