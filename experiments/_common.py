@@ -25,6 +25,53 @@ CONFIGS = os.path.join(ROOT, "configs")
 DPI = 80
 
 
+def use_cpu_cores_as_devices() -> None:
+    """One JAX CPU device per core (``jax_num_cpu_devices``), for a script run from the command line.
+
+    The experiments shard each grid's settings × seeds axis over the devices
+    (``devices="all"`` in :func:`_seeds.seeded_search`): XLA:CPU runs a batched
+    matmul (every column's own weights) on about one core, so two devices on
+    two cores train a grid epoch up to twice as fast (``experiments/README.md``
+    gives the measurement). Call it before JAX computes anything (JAX fixes the
+    device count when its backend starts); it changes no column's result beyond
+    float rounding. On GPU/TPU it only affects the unused CPU backend.
+    """
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+
+
+def use_compile_cache() -> None:
+    """JAX's persistent compilation cache, the CLI's (same folder, same switch: ``FUNCTIONAL_NN_COMPILE_CACHE=0``
+    turns it off): programs that recur within a run (the network's initialisation, the same in every group
+    of experiment 2) compile once even in a cold run, and a second run loads every program from disk."""
+    from functional_nn.experiment.compile_cache import compile_cache_wanted, enable_compile_cache
+
+    if compile_cache_wanted():
+        try:
+            enable_compile_cache()
+        except OSError as e:
+            log(f"note: {e}; running without the compile cache")
+
+
+def compile_cache_state() -> str:
+    """Where the compile cache is and how many programs it held, for the summary (call before running)."""
+    import jax
+
+    folder = jax.config.jax_compilation_cache_dir
+    if not folder:
+        return "compile cache off"
+    held = len(os.listdir(folder)) if os.path.isdir(folder) else 0
+    return f"compile cache {'cold' if held == 0 else 'warm'} ({held} programs in it at the start)"
+
+
+def run_script(main) -> None:
+    """``sys.exit(main())`` for ``python experiments/<script>.py``: every CPU core a device, the compile cache on."""
+    use_cpu_cores_as_devices()
+    use_compile_cache()
+    sys.exit(main())
+
+
 def parse_args(description: str, argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite (numbers mean nothing)")

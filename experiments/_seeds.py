@@ -20,12 +20,12 @@ import dataclasses
 import math
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
-from functional_nn.experiment import builders
-from functional_nn.experiment.search import concrete_config, expand_grid, group_config, group_settings, run_group, split_keys, validate_grid
-from functional_nn.train import make_evaluate
-from functional_nn.train.search_engine import GridRun, kept_train_state
+from functional_nn.experiment.search import expand_grid, group_build, group_config, group_settings, run_group, split_keys, validate_grid
+from functional_nn.train import TrainState, make_evaluate_grid
+from functional_nn.train.search_engine import GridRun, setting_tree
 
 
 # --------------------------------------------------------------------------
@@ -37,7 +37,10 @@ class SeededSearch(NamedTuple):
 
     ``settings[i]`` is setting i's grid values; ``seeds[n]`` seed n; group g
     (``groups[g]``, a search ``Group`` of settings sharing structural values)
-    was trained by ``runs[g]``; ``config`` is the config the grid was over.
+    was trained by ``runs[g]``, ``evaluators[g](x, d)`` gives the eval-mode
+    metrics of all its columns (``train.make_evaluate_grid``), and ``kept[g]`` holds that run's kept
+    weights and model states on the host (one transfer per run, so reading one
+    column is a NumPy slice); ``config`` is the config the grid was over.
     """
 
     config: Any
@@ -45,6 +48,16 @@ class SeededSearch(NamedTuple):
     seeds: list
     groups: list
     runs: list
+    evaluators: list
+    kept: list
+
+
+class KeptOnHost(NamedTuple):
+    """A run's kept weights, model states and step counts on the host, grid axis first."""
+
+    params: Any
+    model_state: Any
+    step: np.ndarray
 
 
 def seeded_search(config, seeds, grid: dict | None = None, *, data) -> SeededSearch:
@@ -57,28 +70,49 @@ def seeded_search(config, seeds, grid: dict | None = None, *, data) -> SeededSea
     grid = validate_grid(config, grid)
     settings = expand_grid(grid)
     traced, structural = split_keys(grid, config.model)
-    groups, runs = group_settings(settings, structural), []
+    groups, runs, evaluators = group_settings(settings, structural), [], []
     for group in groups:
-        group_cfg = group_config(config, group.structural)
-        runs.append(_run_group(group_cfg, traced, [settings[i] for i in group.indices], seeds, data))
-    return SeededSearch(config, settings, [int(s) for s in seeds], groups, runs)
+        group_cfg, members = group_config(config, group.structural), [settings[i] for i in group.indices]
+        runs.append(_run_group(group_cfg, traced, members, seeds, data))
+        evaluators.append(_evaluator(group_cfg, traced, members, runs[-1]))
+    return SeededSearch(config, settings, [int(s) for s in seeds], groups, runs, evaluators, [kept_on_host(run) for run in runs])
+
+
+def _evaluator(config, traced: dict, settings: list, run: GridRun):
+    """``evaluate(x, d)``: eval-mode metrics of every column of ``run`` (one group), compiled once for every split."""
+    build, hparams = group_build(config, traced, settings)
+    evaluate = make_evaluate_grid(build, chunk_size=config.training.eval_chunk_size)
+    return lambda x, targets: evaluate(hparams, run, x, targets)
+
+
+def kept_on_host(run: GridRun) -> KeptOnHost:
+    """What ``run`` kept of every column (:func:`functional_nn.train.kept_train_state`'s weights,
+    model states and step counts) as NumPy arrays, in one transfer."""
+    stopping = run.carry.stopping
+    return KeptOnHost(*jax.device_get((stopping.kept_params, stopping.kept_model_state, run.carry.train_state.step)))
 
 
 def _run_group(config, traced: dict, settings: list, seeds, data) -> GridRun:
     """One group's settings × ``seeds`` through the search's own :func:`run_group`
-    (seeds ``seeds[0] .., consecutive``: its ``training.seed`` and ``search.seeds``)."""
+    (seeds ``seeds[0] .., consecutive``: its ``training.seed`` and ``search.seeds``),
+    the settings × seeds axis sharded over every device (one device: no sharding)."""
     seeds = [int(seed) for seed in seeds]
     if not seeds or seeds != list(range(seeds[0], seeds[0] + len(seeds))):
         raise ValueError(f"seeds={seeds!r}: must be consecutive integers (training.seed, training.seed + 1, ...)")
     seeded = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seeds[0]))
-    return run_group(seeded, traced, settings, data, seeds=len(seeds), progress=False)
+    return run_group(seeded, traced, settings, data, seeds=len(seeds), devices="all", progress=False)
 
 
 def locate(result: SeededSearch, index: int, seed_index: int) -> tuple:
     """(run, column) of setting ``index`` trained with ``seeds[seed_index]``."""
-    for group, run in zip(result.groups, result.runs):
+    group = _group_of(result, index)
+    return result.runs[group], result.groups[group].indices.index(index) * len(result.seeds) + seed_index
+
+
+def _group_of(result: SeededSearch, index: int) -> int:
+    for number, group in enumerate(result.groups):
         if index in group.indices:
-            return run, group.indices.index(index) * len(result.seeds) + seed_index
+            return number
     raise IndexError(f"setting {index} is not in the grid of {len(result.settings)} settings")
 
 
@@ -108,22 +142,19 @@ def epochs_to_reach(result: SeededSearch, metric: str, target: float) -> np.ndar
     return np.where(reached.any(axis=-1), first, math.inf)
 
 
-def train_state(result: SeededSearch, index: int, seed_index: int):
-    """The train state column (setting ``index``, seed ``seed_index``) kept: best epoch's weights with ``restore_best``, else its last."""
-    run, column = locate(result, index, seed_index)
-    return kept_train_state(run.carry, column)
+def train_state(result: SeededSearch, index: int, seed_index: int) -> TrainState:
+    """The train state column (setting ``index``, seed ``seed_index``) kept: best epoch's weights with ``restore_best``,
+    else its last (as ``train.kept_train_state``, in NumPy arrays; no optimizer state or key)."""
+    _, column = locate(result, index, seed_index)
+    kept = result.kept[_group_of(result, index)]
+    return TrainState(params=setting_tree(kept.params, column), model_state=setting_tree(kept.model_state, column),
+                      opt_state=None, step=kept.step[column], key=None)
 
 
-def evaluate(result: SeededSearch, index: int, seed_index: int, split, cache: dict) -> dict:
-    """Eval-mode metrics (``loss``, ``accuracy``) of one column on ``split``; ``cache`` reuses compiled evaluations."""
-    config = concrete_config(result.config, result.settings[index])
-    key = repr((config.model, config.loss))
-    if key not in cache:
-        cache[key] = make_evaluate(builders.build_model(config.model), builders.build_loss(config.loss), chunk_size=config.training.eval_chunk_size)
-    return cache[key](train_state(result, index, seed_index), split.x, split.y)
-
-
-def evaluate_all(result: SeededSearch, split, cache: dict, metric: str) -> np.ndarray:
-    """(S, N) eval-mode ``metric`` of every column on ``split``."""
-    return np.array([[evaluate(result, i, n, split, cache)[metric] for n in range(len(result.seeds))] for i in range(len(result.settings))])
-
+def evaluate_all(result: SeededSearch, split) -> dict:
+    """Eval-mode ``loss`` and ``accuracy`` of every column's kept weights on ``split``: (S, N) arrays
+    (all columns of a group at once, one compiled evaluation per group)."""
+    per_group = [evaluate(split.x, split.y) for evaluate in result.evaluators]
+    return {metric: np.array([[per_group[_group_of(result, i)][metric][locate(result, i, n)[1]] for n in range(len(result.seeds))]
+                              for i in range(len(result.settings))])
+            for metric in per_group[0]}

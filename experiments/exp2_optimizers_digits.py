@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     mu = alias_hyperparameters("momentum")["momentum"]
     with _common.Timer() as timer:
         result = _seeds.seeded_search(config, seeds, data=data)
-        test_accuracy = _seeds.evaluate_all(result, data.test, {}, "accuracy")
+        test_accuracy = _seeds.evaluate_all(result, data.test)["accuracy"]
     names = list(dict.fromkeys(s["optimizer.name"] for s in result.settings))
     epochs = _common.censored(_seeds.epochs_to_reach(result, "val_accuracy", TARGET), config.training.epochs)
     best_loss = _seeds.final(result, "best_value")
@@ -163,4 +163,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run_script(main)

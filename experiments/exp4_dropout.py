@@ -66,9 +66,8 @@ def rates(result, index: int) -> tuple:
 
 def measure(result, data) -> dict:
     """(S, N) eval-mode metrics of every column's last-epoch weights: losses, accuracies and the gaps."""
-    cache = {}
-    out = {f"{split} {metric}": _seeds.evaluate_all(result, getattr(data, split), cache, metric)
-           for split in ("train", "val", "test") for metric in ("loss", "accuracy")}
+    out = {f"{split} {metric}": values for split in ("train", "val", "test")
+           for metric, values in _seeds.evaluate_all(result, getattr(data, split)).items()}
     out["loss gap"] = out["val loss"] - out["train loss"]
     out["acc gap"] = out["train accuracy"] - out["val accuracy"]
     return out
@@ -183,4 +182,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run_script(main)

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     seeds = _common.seeds(args.smoke)
     with _common.Timer() as timer:
         result = _seeds.seeded_search(config, seeds, data=data)
-        test_accuracy = _seeds.evaluate_all(result, data.test, {}, "accuracy")
+        test_accuracy = _seeds.evaluate_all(result, data.test)["accuracy"]
     accuracy = _seeds.final(result, "best_value")  # monitor: val_accuracy
     epochs = _common.censored(_seeds.epochs_to_reach(result, "val_accuracy", TARGET), config.training.epochs)
     best = {loss: _digits.best_by_mean(accuracy, indices(result, loss), mode="max") for loss in LOSSES if indices(result, loss)}
@@ -100,4 +100,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run_script(main)

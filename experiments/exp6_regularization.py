@@ -81,10 +81,9 @@ def main(argv=None) -> int:
     selected = _digits.best_by_mean(val_loss)
     rate = result.settings[selected]["optimizer.learning_rate"]
     at_rate = sorted((i for i, s in enumerate(result.settings) if s["optimizer.learning_rate"] == rate), key=lambda i: result.settings[i]["optimizer.l2"])
-    cache = {}
     norms = np.array([[squared_weight_norm(_seeds.train_state(result, i, n).params) for n in range(len(seeds))] for i in at_rate])
-    train_loss = np.array([[_seeds.evaluate(result, i, n, data.train, cache)["loss"] for n in range(len(seeds))] for i in at_rate])
-    test = np.array([_seeds.evaluate(result, selected, n, data.test, cache)["accuracy"] for n in range(len(seeds))])
+    train_loss = _seeds.evaluate_all(result, data.train)["loss"][at_rate]
+    test = _seeds.evaluate_all(result, data.test)["accuracy"][selected]  # only the selected setting's is reported
     plot(result, at_rate, val_loss, norms, train_loss, os.path.join(args.out, f"{NAME}.png"))
     means = [{"optimizer.l2": s["optimizer.l2"], "optimizer.learning_rate": s["optimizer.learning_rate"], "mean best val loss": float(val_loss[i].mean())}
              for i, s in enumerate(result.settings)]
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
     text = _common.header("Experiment 6: L2 regularization and early stopping", "exp6_regularization.py", CONFIG, timer.seconds, args.smoke, seeds)
     text += (f"{len(result.settings)} settings (λ × learning rate) × {len(seeds)} seeds in one compiled program, each column early-stopped on its own "
              f"validation loss (patience {config.training.early_stopping.patience}, up to {config.training.epochs} epochs); selection on the seed mean of "
-             f"the validation loss: {describe(selected)}, test accuracy {_common.pm(test)} (the only test evaluation).\n\n")
+             f"the validation loss: {describe(selected)}, test accuracy {_common.pm(test)} (selection reads validation data only; the only test number reported).\n\n")
     text += f"![grid]({NAME}_grid.png)\n\nAt the selected learning rate η={rate:g}:\n\n" + markdown_table(rows) + f"\n![regularization]({NAME}.png)\n\n"
     text += "The whole grid:\n\n" + markdown_table(grid) + "\n"
     _common.write_report(args.out, NAME, text, verdicts)
@@ -124,4 +123,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run_script(main)

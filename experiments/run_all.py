@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+import jax
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
@@ -44,6 +46,7 @@ def summary_table(rows: list, link_prefix: str = "") -> str:
 def main(argv=None) -> int:
     args = _common.parse_args(__doc__.splitlines()[0], argv)
     passed = (["--smoke"] if args.smoke else []) + ["--out", args.out]
+    cache = _common.compile_cache_state()
     seconds, cpu_started = {}, time.process_time()
     for name in EXPERIMENTS:
         _common.log(f"== {name}")
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()[1] if hasattr(os, "getloadavg") else float("nan")
     text = "# Summary of the experiments\n\n"
     text += (f"`python experiments/run_all.py`: all six in {total:.0f} s wall, {cpu:.0f} s of CPU time, on {os.cpu_count()} CPU cores "
-             f"(5-minute load average at the end {load:.1f}; wall per experiment: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + "). "
+             f"as {len(jax.devices())} JAX devices, {cache} (5-minute load average at the end {load:.1f}; wall per experiment: "
+             + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + "). "
              f"Every number is a mean over {len(_common.seeds(args.smoke))} seeds (experiment 1: random starting points).\n\n")
     if args.smoke:
         text += "**SMOKE RUN: tiny settings for the test suite; these numbers mean nothing.**\n\n"
@@ -66,4 +70,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.run_script(main)

@@ -254,9 +254,10 @@ def training_keys(seed: int, seeds: int):
     return jax.random.key(seed) if seeds == 1 else seed_keys(range(seed, seed + seeds))
 
 
-def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None, seeds: int = 1) -> GridRun:
-    """Train one group's settings at once (they differ only in traced values),
-    each with ``seeds`` training seeds."""
+def group_build(config: Config, traced: dict, settings: list) -> tuple:
+    """(build, hparams) of one group for :func:`~functional_nn.train.run_grid`:
+    ``build(h) -> (model, loss, optimizer)`` and the traced values, one vector
+    entry per setting (``optimizer:NAME`` / ``model:NAME``)."""
     optimizer_hparams, model_hparams = split_hparams(traced, settings)
     for key, target in traced.items():
         _check_traceable_for(config, key, target)
@@ -264,10 +265,17 @@ def run_group(config: Config, traced: dict, settings: list, data, *, devices=Non
     hparams.update({f"model:{n}": v for n, v in model_hparams.items()})
     if not hparams:  # a purely structural group: one setting, nothing traced
         hparams = {"_unused": np.zeros(len(settings), np.float32)}
+    return make_build(config, optimizer_hparams, model_hparams), hparams
+
+
+def run_group(config: Config, traced: dict, settings: list, data, *, devices=None, progress=None, seeds: int = 1) -> GridRun:
+    """Train one group's settings at once (they differ only in traced values),
+    each with ``seeds`` training seeds."""
+    build, hparams = group_build(config, traced, settings)
     training = config.training
     try:
         return run_grid(
-            make_build(config, optimizer_hparams, model_hparams),
+            build,
             hparams,
             data.train,
             data.val,

@@ -23,7 +23,7 @@ from functional_nn.train.early_stopping import (
 from functional_nn.train.epoch import compile_epoch, first_nonfinite_step, make_epoch, make_train_epoch
 from functional_nn.train.callbacks import CheckpointWriter, EpochEnd, MetricsLog, write_metrics_lines
 from functional_nn.train.fit import NonFiniteLossError, best_epoch, fit
-from functional_nn.train.search_engine import GridRun, kept_train_state, run_grid, seed_keys, seed_run
+from functional_nn.train.search_engine import GridRun, kept_train_state, make_evaluate_grid, run_grid, seed_keys, seed_run
 from functional_nn.train.state import TrainState, init_train_state
 from functional_nn.train.step import make_eval_sums, make_evaluate, make_train_step, summarize_sums
 
@@ -51,6 +51,7 @@ __all__ = [
     "make_epoch",
     "make_eval_sums",
     "make_evaluate",
+    "make_evaluate_grid",
     "make_train_epoch",
     "make_train_step",
     "restore_best",

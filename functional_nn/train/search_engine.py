@@ -245,47 +245,27 @@ def init_grid_carry(build: Build, hparams: dict, key: jax.Array, input_shape) ->
     hyperparameters (``jax.vmap``). No best value yet (NaN), nothing stopped.
 
     The network is initialised once (its initial weights must not depend on
-    the hyperparameters) by one compiled function, as ``init_train_state``
-    does. With N keys (a seed axis) it is initialised once per seed and
-    column s·N + k gets seed k's weights and key.
+    the hyperparameters); with N keys (a seed axis) once per seed (``jax.vmap``
+    over the keys, the same values as one call per key), and column s·N + k
+    gets seed k's weights and key. Two compiled functions: the network's
+    initialisation (the same program for every optimizer, so JAX's persistent
+    compilation cache serves it to every group of a search with that network),
+    then the columns and optimizer states.
     """
     size = check_hparams(hparams)
     model = build(setting_tree(hparams, 0))[0]
-    if has_seed_axis(key):  # N keys: column s·N + k gets seed k's initial weights and key
-        columns = seed_columns(len(key), size)
-        params, model_state, train_key = _init_per_column(model, key, columns, tuple(input_shape))
-        opt_state = jax.vmap(lambda h, p: build(h)[2].init(p))(hparams, params)
-    else:
-        params, model_state, train_key = _compiled_init(model, tuple(input_shape))(key)
-        opt_state = jax.vmap(lambda h: build(h)[2].init(params))(hparams)
-        params, model_state = broadcast_to_grid(params, size), broadcast_to_grid(model_state, size)
-    train_state = TrainState(
-        params=params,
-        model_state=model_state,
-        opt_state=opt_state,
-        step=jnp.zeros((size,), jnp.int32),
-        key=train_key,  # shared by all settings, or one per column
-    )
-    stopping = GridStopping(
-        best_value=jnp.full((size,), jnp.nan, jnp.float32),
-        best_epoch=jnp.zeros((size,), jnp.int32),
-        wait=jnp.zeros((size,), jnp.int32),
-        stopped=jnp.zeros((size,), bool),
-        diverged=jnp.zeros((size,), bool),
-        kept_epoch=jnp.zeros((size,), jnp.int32),
-        kept_params=train_state.params,
-        kept_model_state=train_state.model_state,
-    )
-    # one buffer per leaf: the epoch donates the carry, and W* starts as a copy of W
-    return jax.tree.map(jnp.copy, GridCarry(train_state, stopping))
+    keyed = has_seed_axis(key)
+    init_network = _init_network(model, tuple(input_shape))
+    networks = jax.jit(jax.vmap(init_network) if keyed else init_network)(key)
+    columns = seed_columns(len(key), size) if keyed else None
+    return _compiled_columns(build, size, columns)(hparams, networks)
 
 
-def _compiled_init(model, input_shape: tuple):
-    """``init(key) -> (params, model state, train key)``, jit-compiled: ``key``
-    split into the initialisation key and the train state's key as
+def _init_network(model, input_shape: tuple) -> Callable:
+    """``init(key) -> (params, model state, train key)``: ``key`` split into the
+    initialisation key and the train state's key as
     :func:`~functional_nn.train.init_train_state` does."""
 
-    @jax.jit
     def init(key):
         init_key, train_key = jax.random.split(key)
         _, params, model_state = model.init(init_key, input_shape)
@@ -294,15 +274,37 @@ def _compiled_init(model, input_shape: tuple):
     return init
 
 
-def _init_per_column(model, keys: jax.Array, columns: np.ndarray, input_shape: tuple) -> tuple:
-    """(params, model state, train keys), each with a leading column axis: column
-    c initialised from ``keys[columns[c]]`` exactly as ``init_train_state`` would.
-    Each seed is initialised once (one compiled function for all seeds), and its
-    arrays are gathered to its columns."""
-    init = _compiled_init(model, input_shape)
-    per_seed = [init(key) for key in keys]
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_seed)
-    return jax.tree.map(lambda a: a[columns], stacked)
+def _compiled_columns(build: Build, size: int, columns: np.ndarray | None) -> Callable:
+    """``carry(hparams, networks) -> GridCarry``, jit-compiled, from the
+    initialised ``networks`` (params, model state, train key): one network
+    repeated in every column with its key shared (``columns`` None), or one per
+    seed, column c getting seed ``columns[c]``'s (:func:`seed_columns`)."""
+
+    @jax.jit
+    def carry(hparams, networks):
+        if columns is None:
+            params, model_state, train_key = networks
+            params, model_state = broadcast_to_grid(params, size), broadcast_to_grid(model_state, size)
+        else:
+            params, model_state, train_key = jax.tree.map(lambda a: a[columns], networks)
+        opt_state = jax.vmap(lambda h, p: build(h)[2].init(p))(hparams, params)
+        train_state = TrainState(params=params, model_state=model_state, opt_state=opt_state,
+                                 step=jnp.zeros((size,), jnp.int32), key=train_key)
+        stopping = GridStopping(
+            best_value=jnp.full((size,), jnp.nan, jnp.float32),
+            best_epoch=jnp.zeros((size,), jnp.int32),
+            wait=jnp.zeros((size,), jnp.int32),
+            stopped=jnp.zeros((size,), bool),
+            diverged=jnp.zeros((size,), bool),
+            kept_epoch=jnp.zeros((size,), jnp.int32),
+            kept_params=params,
+            kept_model_state=model_state,
+        )
+        # a compiled function's outputs are separate buffers: W* starts equal to W but
+        # in its own buffer (the epoch donates the carry); the inputs are never returned
+        return GridCarry(train_state, stopping)
+
+    return carry
 
 
 def seed_columns(num_seeds: int, columns: int) -> np.ndarray:
@@ -552,6 +554,58 @@ def kept_train_state(carry: GridCarry, index: int) -> TrainState:
     stopping = setting_tree(carry.stopping, index)
     key = key[index] if has_seed_axis(key) else key
     return state._replace(params=stopping.kept_params, model_state=stopping.kept_model_state, key=key)
+
+
+def make_evaluate_grid(build: Build, *, chunk_size: int = 1024) -> Callable:
+    """``evaluate(hparams, run, x, d) -> metrics``: eval-mode metrics of every column's kept weights on (x, d).
+
+    Column c gets what ``make_evaluate(model, loss)(kept_train_state(run.carry, c), x, d)``
+    gives (its model built from its own hyperparameters, e.g. a traced dropout
+    rate that scales at test time): the loss Σ_t Div(Y_t, d_t) / n and, for class
+    labels, the accuracy, as NumPy arrays over the run's columns
+    (``{"loss": (size,), "accuracy": (size,)}``; column s·N + k is setting s,
+    seed k). All columns run in one compiled program, ``jax.vmap``-ed (and
+    sharded as the run's carry is), over the data in chunks of exactly
+    ``chunk_size`` examples, the last one padded and masked: as with
+    ``make_evaluate``, one compilation serves data sets of every size.
+
+    Arguments:
+      build: what :func:`run_grid` was given; the returned ``evaluate`` takes
+        the ``hparams`` it was given (one entry per setting) and its :class:`GridRun`.
+      chunk_size: examples per chunk.
+
+    Raises:
+      ValueError: (from ``evaluate``) the data set is empty, or ``hparams``
+        does not have the run's number of settings.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be >= 1")
+    metrics_of_columns = _evaluate_columns(build)
+
+    def evaluate(hparams: dict, run: GridRun, x, targets) -> dict:
+        if len(x) == 0:
+            raise ValueError("cannot evaluate on an empty data set")
+        hparams = {name: np.repeat(np.asarray(v, np.float32), run.num_seeds) for name, v in hparams.items()}
+        if check_hparams(hparams) != run.size:
+            raise ValueError(f"hparams has {check_hparams(hparams) // run.num_seeds} settings; the run trained {run.size // run.num_seeds}")
+        stopping = run.carry.stopping
+        hparams = pad_grid(hparams, len(stopping.best_value))
+        chunks = chunk_rows(x, targets, chunk_size)
+        metrics = jax.device_get(metrics_of_columns(hparams, stopping.kept_params, stopping.kept_model_state, chunks))
+        return {name: np.asarray(metrics[name])[: run.size] for name in ("loss", "accuracy") if name in metrics}
+
+    return evaluate
+
+
+def _evaluate_columns(build: Build) -> Callable:
+    """``metrics(hparams, params, model states, chunks)``: every column's sums over the chunks, vmapped and compiled."""
+
+    def column_metrics(h, params, model_state, chunks):
+        model, loss, _ = build(h)
+        eval_sums = make_eval_sums(model, loss)
+        return evaluate_device_chunks(lambda *chunk: eval_sums(params, model_state, *chunk), chunks)
+
+    return jax.jit(jax.vmap(column_metrics, in_axes=(0, 0, 0, None)))
 
 
 def seed_run(run: GridRun, seed: int) -> GridRun:
