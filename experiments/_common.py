@@ -25,20 +25,33 @@ CONFIGS = os.path.join(ROOT, "configs")
 DPI = 80
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which respects container limits)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def use_cpu_cores_as_devices() -> None:
-    """One JAX CPU device per core (``jax_num_cpu_devices``), for a script run from the command line.
+    """One JAX CPU device per usable core, for a script run from the command line.
 
     The experiments shard each grid's settings × seeds axis over the devices
-    (``devices="all"`` in :func:`_seeds.seeded_search`): XLA:CPU runs a batched
+    (``devices="all"`` in :func:`_seeds._run_group`): XLA:CPU runs a batched
     matmul (every column's own weights) on about one core, so two devices on
     two cores train a grid epoch up to twice as fast (``experiments/README.md``
-    gives the measurement). Call it before JAX computes anything (JAX fixes the
-    device count when its backend starts); it changes no column's result beyond
-    float rounding. On GPU/TPU it only affects the unused CPU backend.
+    gives the measurement). A device count the user set (``JAX_NUM_CPU_DEVICES``
+    or ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``) is kept.
+    Call it before JAX computes anything (JAX fixes the device count when its
+    backend starts). The device count changes float rounding, so the committed
+    results reproduce exactly with the count ``results/summary.md`` gives. On
+    GPU/TPU it only affects the unused CPU backend.
     """
     import jax
 
-    jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    if "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", usable_cores())
+    except (AttributeError, KeyError, ValueError):  # a JAX without the option: the XLA flag, read when the backend starts
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={usable_cores()}".strip()
 
 
 def use_compile_cache() -> None:
@@ -189,10 +202,13 @@ def verdict_line(v: Verdict) -> str:
 def header(title: str, script: str, config, seconds: float, smoke: bool, seeds=SEEDS, *, seed_note: str = "") -> str:
     """The results file's title, how to reproduce it (``config``: a name, a list of names or None), the seeds
     (``seed_note`` says what a seed is where it is not a training seed) and the rule."""
+    import jax
+
     configs = [config] if isinstance(config, str) else list(config or [])
     run = f"`python experiments/{script}`" + (" (config " + ", ".join(f"`configs/{c}`" for c in configs) + ")" if configs else "")
     lines = [f"# {title}", ""]
-    lines.append(f"Reproduce: {run}. Wall time {seconds:.0f} s on {os.cpu_count()} CPU cores.")
+    lines.append(f"Reproduce: {run}. Wall time {seconds:.0f} s on {usable_cores()} CPU cores as {len(jax.devices())} JAX devices "
+                 "(the device count changes float rounding, not the settings).")
     lines.append("")
     lines.append(f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}{seed_note}), all in the same compiled program as the settings; "
                  "every number is mean ± standard deviation over the seeds, and curves are drawn with ±1 sd bands.")

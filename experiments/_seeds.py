@@ -11,7 +11,9 @@ seed's shuffles and dropout masks, as a separate single-seed run would;
 :func:`seeded_search` is the config-level driver (the grid of a config's
 ``search`` section, structural keys in separate programs as in
 :func:`functional_nn.experiment.search.grid_search`), and the accessors below
-return (settings, seeds[, epochs]) arrays for the tables and plots.
+give the tables and plots what they read: (settings, seeds[, epochs]) arrays
+(:func:`final`, :func:`curves`, :func:`epochs_to_reach`, :func:`evaluate_all`'s
+metrics) and one column's kept train state (:func:`train_state`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class SeededSearch(NamedTuple):
     (``groups[g]``, a search ``Group`` of settings sharing structural values)
     was trained by ``runs[g]``, ``evaluators[g](x, d)`` gives the eval-mode
     metrics of all its columns (``train.make_evaluate_grid``), and ``kept[g]`` holds that run's kept
-    weights and model states on the host (one transfer per run, so reading one
+    weights, model states and step counts on the host (one transfer per run, so reading one
     column is a NumPy slice); ``config`` is the config the grid was over.
     """
 

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     total, cpu = sum(seconds.values()), time.process_time() - cpu_started
     load = os.getloadavg()[1] if hasattr(os, "getloadavg") else float("nan")
     text = "# Summary of the experiments\n\n"
-    text += (f"`python experiments/run_all.py`: all six in {total:.0f} s wall, {cpu:.0f} s of CPU time, on {os.cpu_count()} CPU cores "
+    text += (f"`python experiments/run_all.py`: all six in {total:.0f} s wall, {cpu:.0f} s of CPU time, on {_common.usable_cores()} CPU cores "
              f"as {len(jax.devices())} JAX devices, {cache} (5-minute load average at the end {load:.1f}; wall per experiment: "
              + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + "). "
              f"Every number is a mean over {len(_common.seeds(args.smoke))} seeds (experiment 1: random starting points).\n\n")

@@ -37,10 +37,11 @@ def experiments():
 
 def test_seeds_axis_matches_one_run_grid_per_seed(experiments):
     """Column (setting s, seed n) of the seeded program = setting s of run_grid(key=jax.random.key(seed_n))
-    (batch norm and dropout included: the key drives initialisation, shuffles and masks)."""
-    from functional_nn.experiment import build_data, load_config
+    (batch norm and dropout included: the key drives initialisation, shuffles and masks), and the
+    accessors read that column: evaluate_all and train_state agree with make_evaluate on it."""
+    from functional_nn.experiment import build_data, build_loss, build_model, load_config
     from functional_nn.experiment.search import expand_grid, make_build, selection_rule, split_hparams, split_keys
-    from functional_nn.train import run_grid
+    from functional_nn.train import make_evaluate, run_grid
 
     seeds_module = experiments["_seeds"]
     config = load_config(os.path.join(DATA, "tiny_digits.yaml"), [("training.epochs", 1)])
@@ -55,6 +56,12 @@ def test_seeds_axis_matches_one_run_grid_per_seed(experiments):
     # the second seed's columns; vmapped matmuls round differently: 0.5 % tolerance
     np.testing.assert_allclose(curves[:, 1, :].T, separate.history["val_loss"], rtol=5e-3)
     assert abs(curves[1, 0, 0] - curves[1, 1, 0]) > 10 * 5e-3 * curves[1, 1, 0]  # the seeds differ far beyond the tolerance
+    # every (setting, seed) of evaluate_all is make_evaluate of that column's kept train state
+    evaluate = make_evaluate(build_model(config.model), build_loss(config.loss))
+    evaluated = seeds_module.evaluate_all(seeded, data.test)
+    for (index, seed_index), loss in np.ndenumerate(evaluated["loss"]):
+        want = evaluate(seeds_module.train_state(seeded, index, seed_index), data.test.x, data.test.y)
+        np.testing.assert_allclose([loss, evaluated["accuracy"][index, seed_index]], [want["loss"], want["accuracy"]], rtol=1e-5)
 
 
 @pytest.mark.parametrize("a, b, expected", [

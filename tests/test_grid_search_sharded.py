@@ -1,6 +1,8 @@
 """Sharded grid search (issue 6): the grid axis split over 4 forced CPU devices
 gives the same results as one device, and the arrays really are split; so
-does a grid with 2 training seeds per setting (``search.seeds``).
+does a grid with 2 training seeds per setting (``search.seeds``), and
+``make_evaluate_grid`` over the sharded, padded columns gives each column's
+``make_evaluate``.
 
 Runs ``tests/device_programs/grid_sharded_report.py`` with 4 forced host
 devices through ``conftest.run_with_devices`` (the device count is fixed when
@@ -37,3 +39,7 @@ def test_sharded_grid_search_equals_unsharded_and_splits_the_grid_over_4_devices
     for a, b in zip(seeded_one["rows"], seeded_four["rows"]):
         assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"]
         np.testing.assert_allclose(b["best_val_loss"], a["best_val_loss"], rtol=1e-5, atol=1e-6)
+    # make_evaluate_grid over the sharded, padded carry: each column's make_evaluate, padding dropped
+    evaluated = report["evaluate_grid"]
+    assert len(evaluated["grid"]) == 6
+    np.testing.assert_allclose(evaluated["grid"], evaluated["columns"], rtol=1e-5)

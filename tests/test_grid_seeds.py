@@ -123,27 +123,39 @@ def test_the_summary_keeps_best_epoch_an_int_and_lists_each_seeds(seeded_and_sin
 
 
 def test_the_first_grid_carry_holds_each_seeds_init_train_state_in_separate_buffers():
-    """init_grid_carry (one compiled function) gives column s·N + k exactly what
-    init_train_state gives seed k (weights, batch-norm state, optimizer state,
-    key), and W* starts equal to W in a buffer of its own (the epoch donates both)."""
+    """init_grid_carry (two compiled functions) gives column s·N + k exactly what
+    init_train_state gives seed k (weights, batch-norm state, optimizer state
+    with setting s's values, key), and W* and the kept model state start equal
+    to W and the model state in buffers of their own (the epoch donates both);
+    with one key, every column holds that key's init_train_state."""
     from functional_nn import layers, optim
     from functional_nn.train import init_train_state
     from functional_nn.train.search_engine import init_grid_carry
 
     model = layers.serial(layers.dense(5), layers.batchnorm(), layers.relu, layers.dense(3))
-    build = lambda h: (model, None, optim.adam(h["lr"]))  # noqa: E731
-    rates, seeds = np.array([1e-3, 1e-2], np.float32), [4, 9, 11]
-    carry = init_grid_carry(build, {"lr": np.repeat(rates, len(seeds))}, seed_keys(seeds), (2, 7))
+    build = lambda h: (model, None, optim.rmsprop(h["lr"], initial_scale=h["scale"]))  # noqa: E731
+    rates, scales, seeds = np.array([1e-3, 1e-2], np.float32), np.array([0.5, 2.0], np.float32), [4, 9]
+    hparams = {"lr": np.repeat(rates, len(seeds)), "scale": np.repeat(scales, len(seeds))}
+    carry = init_grid_carry(build, hparams, seed_keys(seeds), (2, 7))
     for column in range(len(rates) * len(seeds)):
-        seed = seeds[column % len(seeds)]
-        expected = init_train_state(model, optim.adam(float(rates[column // len(seeds)])), jax.random.key(seed), (2, 7))
+        setting, seed = column // len(seeds), seeds[column % len(seeds)]
+        optimizer = optim.rmsprop(float(rates[setting]), initial_scale=float(scales[setting]))  # its state depends on the setting
+        expected = init_train_state(model, optimizer, jax.random.key(seed), (2, 7))
         ours = jax.tree.map(lambda a: a[column], carry.train_state)
         for a, b in zip(jax.tree.leaves((ours.params, ours.model_state, ours.opt_state)), jax.tree.leaves((expected.params, expected.model_state, expected.opt_state))):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(jax.random.key_data(ours.key), jax.random.key_data(expected.key))
-    for w, kept in zip(jax.tree.leaves(carry.train_state.params), jax.tree.leaves(carry.stopping.kept_params)):
-        np.testing.assert_array_equal(w, kept)
-        assert w.unsafe_buffer_pointer() != kept.unsafe_buffer_pointer()
+    single = init_grid_carry(build, hparams, jax.random.key(4), (2, 7))
+    expected = init_train_state(model, optim.rmsprop(1e-2, initial_scale=2.0), jax.random.key(4), (2, 7))
+    last = jax.tree.map(lambda a: a[-1], single.train_state._replace(key=None))
+    for a, b in zip(jax.tree.leaves((last.params, last.model_state, last.opt_state)), jax.tree.leaves((expected.params, expected.model_state, expected.opt_state))):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.random.key_data(single.train_state.key), jax.random.key_data(expected.key))
+    for grid in (carry, single):
+        trained, kept = (grid.train_state.params, grid.train_state.model_state), (grid.stopping.kept_params, grid.stopping.kept_model_state)
+        for w, w_kept in zip(jax.tree.leaves(trained), jax.tree.leaves(kept)):
+            np.testing.assert_array_equal(w, w_kept)
+            assert w.unsafe_buffer_pointer() != w_kept.unsafe_buffer_pointer()
 
 
 def test_make_evaluate_grid_gives_each_column_what_make_evaluate_gives_its_kept_weights():
@@ -163,13 +175,13 @@ def test_make_evaluate_grid_gives_each_column_what_make_evaluate_gives_its_kept_
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(96, 4)).astype(np.float32), rng.integers(0, 3, 96)
     hparams = {"rate": np.array([0.0, 0.5], np.float32)}
-    run = run_grid(build, hparams, Split(x[:64], y[:64]), Split(x[64:], y[64:]), batch_size=16, epochs=2, key=seed_keys([1, 2]))
+    run = run_grid(build, hparams, Split(x[:64], y[:64]), Split(x[64:], y[64:]), batch_size=16, epochs=1, key=seed_keys([1, 2]))
     test_x, test_y = x[:40], y[:40]
     evaluate = make_evaluate_grid(build, chunk_size=16)
     got = evaluate(hparams, run, test_x, test_y)
+    references = [make_evaluate(*build({"rate": float(rate)})[:2], chunk_size=16) for rate in hparams["rate"]]
     for column in range(run.size):
-        model, loss, _ = build({"rate": float(hparams["rate"][column // 2])})
-        want = make_evaluate(model, loss, chunk_size=16)(kept_train_state(run.carry, column), test_x, test_y)
+        want = references[column // 2](kept_train_state(run.carry, column), test_x, test_y)
         np.testing.assert_allclose(got["loss"][column], want["loss"], rtol=1e-5)
         np.testing.assert_allclose(got["accuracy"][column], want["accuracy"], atol=1e-7)
     assert abs(got["loss"][0] - got["loss"][2]) > 1e-3  # the rate matters at test time: the check can fail

@@ -255,9 +255,21 @@ def training_keys(seed: int, seeds: int):
 
 
 def group_build(config: Config, traced: dict, settings: list) -> tuple:
-    """(build, hparams) of one group for :func:`~functional_nn.train.run_grid`:
-    ``build(h) -> (model, loss, optimizer)`` and the traced values, one vector
-    entry per setting (``optimizer:NAME`` / ``model:NAME``)."""
+    """What :func:`~functional_nn.train.run_grid` trains one group with.
+
+    Arguments:
+      config: the group's config (its structural values filled in).
+      traced: the traced grid keys (``split_keys``), key -> (section, name).
+      settings: the group's settings (grid key -> value).
+
+    Returns:
+      (build, hparams): ``build(h) -> (model, loss, optimizer)`` and the traced
+      values, one vector entry per setting (``optimizer:NAME`` / ``model:NAME``;
+      ``_unused`` for a group with nothing traced).
+
+    Raises:
+      ConfigError: a traced optimizer key that the group's optimizer does not take as a number.
+    """
     optimizer_hparams, model_hparams = split_hparams(traced, settings)
     for key, target in traced.items():
         _check_traceable_for(config, key, target)

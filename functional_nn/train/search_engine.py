@@ -60,7 +60,7 @@ from functional_nn.train.epoch import make_epoch
 from functional_nn.train.progress import EpochProgress
 from functional_nn.train.parallel import place_replicated, replicated_sharding, resolve_devices
 from functional_nn.train.state import TrainState
-from functional_nn.train.step import chunk_rows, evaluate_device_chunks, make_eval_sums, make_train_step
+from functional_nn.train.step import chunk_rows, evaluate_device_chunks, make_eval_sums, make_train_step, mean_metrics
 
 GRID_AXIS = "grid"
 
@@ -88,8 +88,9 @@ class GridStopping(NamedTuple):
 
 class GridCarry(NamedTuple):
     """What one grid epoch carries to the next: train states and stopping states.
-    Every leaf has the grid axis first except ``train_state.key``, one key shared
-    by all settings (see the module docstring)."""
+    Every leaf has the grid axis first except ``train_state.key`` when it is one
+    key shared by all settings; with a seed axis each column has its own key
+    (see the module docstring)."""
 
     train_state: TrainState
     stopping: GridStopping
@@ -300,8 +301,8 @@ def _compiled_columns(build: Build, size: int, columns: np.ndarray | None) -> Ca
             kept_params=params,
             kept_model_state=model_state,
         )
-        # a compiled function's outputs are separate buffers: W* starts equal to W but
-        # in its own buffer (the epoch donates the carry); the inputs are never returned
+        # a compiled function's outputs are separate buffers (XLA copies an input it returns):
+        # W* starts equal to W but in its own buffer, as the epoch donates the carry
         return GridCarry(train_state, stopping)
 
     return carry
@@ -346,6 +347,13 @@ def pad_grid(hparams: dict, size: int) -> dict:
         v = np.asarray(v)
         padded[name] = np.concatenate([v, np.repeat(v[-1:], size - len(v))])
     return padded
+
+
+def column_hparams(hparams: dict, num_seeds: int, columns: int) -> dict:
+    """The per-setting vectors (S,) laid out over the grid's columns: setting-major,
+    column s·N + k is setting s (each value repeated for the N seeds), then padded
+    to ``columns`` (a multiple of the device count) with copies of the last; float32."""
+    return pad_grid({name: np.repeat(np.asarray(v, np.float32), num_seeds) for name, v in hparams.items()}, columns)
 
 
 def check_hparams(hparams: dict) -> int:
@@ -495,14 +503,12 @@ def run_grid(
     rule = validate_early_stopping(early_stopping or EarlyStopping(patience=None))
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
-    hparams = {name: np.asarray(v, np.float32) for name, v in hparams.items()}
     settings = check_hparams(hparams)
     keyed = has_seed_axis(key)
     num_seeds = len(key) if keyed else 1
-    hparams = {name: np.repeat(v, num_seeds) for name, v in hparams.items()}  # column s·N + k: setting s
     size = settings * num_seeds
     chosen = grid_devices(devices)
-    hparams = pad_grid(hparams, padded_size(size, chosen))
+    hparams = column_hparams(hparams, num_seeds, padded_size(size, chosen))
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]
     program = compile_grid_program(build, batch_size, rule, augment=augment, unroll=unroll, devices=chosen, keyed=keyed)
@@ -562,50 +568,55 @@ def make_evaluate_grid(build: Build, *, chunk_size: int = 1024) -> Callable:
     Column c gets what ``make_evaluate(model, loss)(kept_train_state(run.carry, c), x, d)``
     gives (its model built from its own hyperparameters, e.g. a traced dropout
     rate that scales at test time): the loss Σ_t Div(Y_t, d_t) / n and, for class
-    labels, the accuracy, as NumPy arrays over the run's columns
-    (``{"loss": (size,), "accuracy": (size,)}``; column s·N + k is setting s,
-    seed k). All columns run in one compiled program, ``jax.vmap``-ed (and
-    sharded as the run's carry is), over the data in chunks of exactly
-    ``chunk_size`` examples, the last one padded and masked: as with
-    ``make_evaluate``, one compilation serves data sets of every size.
+    labels, the accuracy. All columns run together in one compiled function,
+    ``jax.vmap``-ed (and sharded as the run's carry is), called once per chunk of
+    exactly ``chunk_size`` examples (the last one padded and masked) with the
+    sums added on the host: as with ``make_evaluate``, one compilation serves
+    data sets of every size.
 
     Arguments:
-      build: what :func:`run_grid` was given; the returned ``evaluate`` takes
-        the ``hparams`` it was given (one entry per setting) and its :class:`GridRun`.
-      chunk_size: examples per chunk.
+      build: what :func:`run_grid` was given.
+      chunk_size: examples per chunk (the memory of one call grows with columns × chunk_size).
+
+    Returns:
+      ``evaluate(hparams, run, x, d)``, taking the ``hparams`` given to
+      :func:`run_grid` (one entry per setting) and its :class:`GridRun`, and
+      returning ``{"loss": (size,), "accuracy": (size,)}`` NumPy arrays over the
+      run's columns (column s·N + k: setting s, seed k; no accuracy for
+      regression targets).
 
     Raises:
-      ValueError: (from ``evaluate``) the data set is empty, or ``hparams``
-        does not have the run's number of settings.
+      ValueError: ``chunk_size`` < 1; (from ``evaluate``) the data set is empty,
+        or ``hparams`` does not have the run's number of settings.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} must be >= 1")
-    metrics_of_columns = _evaluate_columns(build)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
+    sums_of_columns = _column_sums(build)
 
     def evaluate(hparams: dict, run: GridRun, x, targets) -> dict:
         if len(x) == 0:
             raise ValueError("cannot evaluate on an empty data set")
-        hparams = {name: np.repeat(np.asarray(v, np.float32), run.num_seeds) for name, v in hparams.items()}
-        if check_hparams(hparams) != run.size:
-            raise ValueError(f"hparams has {check_hparams(hparams) // run.num_seeds} settings; the run trained {run.size // run.num_seeds}")
+        if check_hparams(hparams) * run.num_seeds != run.size:
+            raise ValueError(f"hparams has {check_hparams(hparams)} settings; the run trained {run.size // run.num_seeds}")
         stopping = run.carry.stopping
-        hparams = pad_grid(hparams, len(stopping.best_value))
-        chunks = chunk_rows(x, targets, chunk_size)
-        metrics = jax.device_get(metrics_of_columns(hparams, stopping.kept_params, stopping.kept_model_state, chunks))
-        return {name: np.asarray(metrics[name])[: run.size] for name in ("loss", "accuracy") if name in metrics}
+        hparams = column_hparams(hparams, run.num_seeds, len(stopping.best_value))
+        totals = None
+        for chunk in zip(*chunk_rows(x, targets, chunk_size)):
+            sums = jax.device_get(sums_of_columns(hparams, stopping.kept_params, stopping.kept_model_state, *chunk))
+            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+        return {name: np.asarray(values)[: run.size] for name, values in mean_metrics(totals).items()}
 
     return evaluate
 
 
-def _evaluate_columns(build: Build) -> Callable:
-    """``metrics(hparams, params, model states, chunks)``: every column's sums over the chunks, vmapped and compiled."""
+def _column_sums(build: Build) -> Callable:
+    """``sums(hparams, params, model states, x, d, mask)``: every column's eval sums on one chunk, vmapped and compiled."""
 
-    def column_metrics(h, params, model_state, chunks):
+    def column_sums(h, params, model_state, x, targets, mask):
         model, loss, _ = build(h)
-        eval_sums = make_eval_sums(model, loss)
-        return evaluate_device_chunks(lambda *chunk: eval_sums(params, model_state, *chunk), chunks)
+        return make_eval_sums(model, loss)(params, model_state, x, targets, mask)
 
-    return jax.jit(jax.vmap(column_metrics, in_axes=(0, 0, 0, None)))
+    return jax.jit(jax.vmap(column_sums, in_axes=(0, 0, 0, None, None, None)))
 
 
 def seed_run(run: GridRun, seed: int) -> GridRun:

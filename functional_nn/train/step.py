@@ -118,14 +118,14 @@ def evaluate_device_chunks(eval_chunk: Callable, chunks) -> Metrics:
     metrics stay arrays."""
     first = [a[0] for a in chunks]
     if chunks[-1].shape[0] == 1:
-        return _mean_metrics(eval_chunk(*first))
+        return mean_metrics(eval_chunk(*first))
 
     def add_chunk(totals, chunk):
         return jax.tree.map(jnp.add, totals, eval_chunk(*chunk)), None
 
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: eval_chunk(*first)))
     totals, _ = jax.lax.scan(add_chunk, zeros, tuple(chunks))
-    return _mean_metrics(totals)
+    return mean_metrics(totals)
 
 
 def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
@@ -150,7 +150,8 @@ def make_evaluate(model, loss: Callable, *, chunk_size: int = 1024):
     return evaluate
 
 
-def _mean_metrics(sums) -> Metrics:
+def mean_metrics(sums) -> Metrics:
+    """Sums from ``eval_sums`` (arrays or numbers) to means: loss = Σ Div / n, accuracy = Σ correct / n."""
     metrics = {"loss": sums["loss_sum"] / sums["count"]}
     if "correct" in sums:
         metrics["accuracy"] = sums["correct"] / sums["count"]
@@ -159,4 +160,4 @@ def _mean_metrics(sums) -> Metrics:
 
 def summarize_sums(sums) -> Metrics:
     """Sums from ``eval_sums`` to means: loss = Σ Div / n, accuracy = Σ correct / n."""
-    return _mean_metrics({name: float(value) for name, value in jax.device_get(sums).items()})
+    return mean_metrics({name: float(value) for name, value in jax.device_get(sums).items()})

@@ -3,8 +3,9 @@ tests/test_grid_search_sharded.py through ``conftest.run_with_devices``)."""
 
 import json
 import jax
-from functional_nn.experiment import parse_config
-from functional_nn.experiment.search import grid_search
+from functional_nn.experiment import build_data, parse_config
+from functional_nn.experiment.search import expand_grid, grid_search, group_build, split_keys, validate_grid
+from functional_nn.train import kept_train_state, make_evaluate, make_evaluate_grid
 
 raw = {
     "data": {"name": "spirals", "n": 240, "num_classes": 3, "val_fraction": 0.25, "test_fraction": 0.2},
@@ -22,6 +23,19 @@ seeded = {**raw, "search": {"optimizer.learning_rate": [1e-3, 3e-3, 1e-2], "seed
 seeded_four = grid_search(parse_config(seeded))
 seeded_one = grid_search(parse_config({**seeded, "training": {**raw["training"], "devices": 1}}))
 carry = four.runs[0].carry
+# every column of the sharded, padded run evaluated at once, against make_evaluate of each column
+config = parse_config(raw)
+grid = validate_grid(config)
+build, hparams = group_build(config, split_keys(grid, config.model)[0], expand_grid(grid))
+test = build_data(config.data).test
+grid_loss = make_evaluate_grid(build, chunk_size=32)(hparams, four.runs[0], test.x, test.y)["loss"]
+evaluators = {}
+column_loss = []
+for column in range(four.runs[0].size):
+    h = {name: float(values[column]) for name, values in hparams.items()}
+    key = tuple(sorted(h.items()))
+    evaluators.setdefault(key, make_evaluate(*build(h)[:2], chunk_size=32))
+    column_loss.append(evaluators[key](kept_train_state(carry, column), test.x, test.y)["loss"])
 leaves = jax.tree.leaves(carry.train_state.params) + jax.tree.leaves(carry.stopping.kept_params)
 print("REPORT" + json.dumps({
     "device_count": jax.device_count(),
@@ -34,4 +48,5 @@ print("REPORT" + json.dumps({
     "four": {"rows": four.rows, "best": four.best_index, "test": four.test_metrics},
     "seeded_one": {"rows": [r for rows in seeded_one.seed_rows for r in rows], "best": seeded_one.best_index},
     "seeded_four": {"rows": [r for rows in seeded_four.seed_rows for r in rows], "best": seeded_four.best_index},
+    "evaluate_grid": {"grid": [float(v) for v in grid_loss], "columns": column_loss},
 }))
