@@ -2,7 +2,7 @@
 gives the same results as one device, and the arrays really are split; so
 does a grid with 2 training seeds per setting (``search.seeds``), and
 ``make_evaluate_grid`` over the sharded, padded columns gives each column's
-``make_evaluate``.
+``make_evaluate``; a grid with fewer columns than devices uses one device per column.
 
 Runs ``tests/device_programs/grid_sharded_report.py`` with 4 forced host
 devices through ``conftest.run_with_devices`` (the device count is fixed when
@@ -43,3 +43,4 @@ def test_sharded_grid_search_equals_unsharded_and_splits_the_grid_over_4_devices
     evaluated = report["evaluate_grid"]
     assert len(evaluated["grid"]) == 6
     np.testing.assert_allclose(evaluated["grid"], evaluated["columns"], rtol=1e-5)
+    assert report["small"] == {"leading": 3, "devices": 3}  # 3 columns on 4 devices: 3 used, no padding

@@ -328,6 +328,14 @@ def grid_devices(devices) -> list | None:
     return chosen if len(chosen) > 1 else None
 
 
+def at_most(devices: list | None, columns: int) -> list | None:
+    """The first ``columns`` of ``devices`` when there are more devices than columns
+    (a device without a column of its own would only compute padding)."""
+    if devices is None or len(devices) <= columns:
+        return devices
+    return devices[:columns] if columns > 1 else None
+
+
 def grid_mesh(devices: list) -> jax.sharding.Mesh:
     """A one-axis mesh named ``grid`` over ``devices``."""
     return jax.sharding.Mesh(np.array(devices), (GRID_AXIS,))
@@ -497,7 +505,8 @@ def run_grid(
     the same program (S·N columns, see :class:`GridRun` and :func:`seed_run`). ``early_stopping``
     (``patience``, ``min_delta``, ``monitor``, ``mode``) is applied to each
     setting separately; ``monitor`` must be a ``val_*`` or ``train_*`` metric.
-    ``devices`` (``"all"``, an int, a list or a ``Mesh``) shards the grid axis.
+    ``devices`` (``"all"``, an int, a list or a ``Mesh``) shards the grid axis
+    (over at most as many devices as the grid has columns).
     The Python loop stops as soon as every setting has stopped.
     """
     rule = validate_early_stopping(early_stopping or EarlyStopping(patience=None))
@@ -507,7 +516,7 @@ def run_grid(
     keyed = has_seed_axis(key)
     num_seeds = len(key) if keyed else 1
     size = settings * num_seeds
-    chosen = grid_devices(devices)
+    chosen = at_most(grid_devices(devices), size)
     hparams = column_hparams(hparams, num_seeds, padded_size(size, chosen))
     x, targets = np.asarray(train.x), np.asarray(train.y)
     input_shape = (batch_size,) + x.shape[1:]

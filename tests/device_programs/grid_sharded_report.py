@@ -23,6 +23,9 @@ seeded = {**raw, "search": {"optimizer.learning_rate": [1e-3, 3e-3, 1e-2], "seed
 seeded_four = grid_search(parse_config(seeded))
 seeded_one = grid_search(parse_config({**seeded, "training": {**raw["training"], "devices": 1}}))
 carry = four.runs[0].carry
+# a grid of 3 columns asked for 4 devices runs on 3 (no device computes padding alone)
+small = grid_search(parse_config({**raw, "search": {"optimizer.learning_rate": [1e-3, 3e-3, 1e-2]}}))
+small_leaf = jax.tree.leaves(small.runs[0].carry.train_state.params)[0]
 # every column of the sharded, padded run evaluated at once, against make_evaluate of each column
 config = parse_config(raw)
 grid = validate_grid(config)
@@ -49,4 +52,5 @@ print("REPORT" + json.dumps({
     "seeded_one": {"rows": [r for rows in seeded_one.seed_rows for r in rows], "best": seeded_one.best_index},
     "seeded_four": {"rows": [r for rows in seeded_four.seed_rows for r in rows], "best": seeded_four.best_index},
     "evaluate_grid": {"grid": [float(v) for v in grid_loss], "columns": column_loss},
+    "small": {"leading": small_leaf.shape[0], "devices": len(small_leaf.sharding.device_set)},
 }))
