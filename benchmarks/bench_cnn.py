@@ -34,14 +34,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train import digits_train_split, interleaved_times, load_text, paired_ratio  # noqa: E402
+from bench_train import digits_train_split, interleaved_times, load_text, paired_ratio, timed_first_calls  # noqa: E402
 
 from functional_nn import layers, optim  # noqa: E402
 from functional_nn.data import shuffled_batches  # noqa: E402
@@ -154,16 +153,6 @@ def conv_step_runners(shape, out_channels):
     reference = jax.jit(jax.grad(flax_loss, argnums=(0, 1)))
     return (lambda: jax.block_until_ready(ours(params, x)),
             lambda: jax.block_until_ready(reference(flax_params, x)))
-
-
-def timed_first_calls(variants: dict) -> dict:
-    seconds = {}
-    for name, run in variants.items():
-        started = time.perf_counter()
-        run()
-        seconds[name] = time.perf_counter() - started
-        run()
-    return seconds
 
 
 def table(times: dict, reference: str, first: dict) -> str:

@@ -95,13 +95,10 @@ def worker(devices: int, batches: list) -> None:
     """Compile, report the compile times, then run one epoch of the named variant per request."""
     import jax
 
+    from bench_train import timed_first_calls
+
     variants = worker_variants(devices, batches)
-    compile_seconds = {}
-    for name, run_epoch in variants.items():
-        started = time.perf_counter()
-        run_epoch()
-        compile_seconds[name] = time.perf_counter() - started
-        run_epoch()
+    compile_seconds = timed_first_calls(variants)
     platform = jax.devices()[0].platform
     print(json.dumps({"compile": compile_seconds, "platform": platform, "device_count": jax.device_count()}), flush=True)
     for line in sys.stdin:
@@ -145,6 +142,8 @@ def main() -> None:
     parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu", "tpu"))
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error(f"--rounds={args.rounds}: must be at least 2 (the table reports quartiles over the rounds)")
     batches = [int(b) for b in args.batch.split(",")]
     if args.worker is not None:
         worker(args.worker, batches)

@@ -179,6 +179,17 @@ def torch_eager(x, y):
 # --------------------------------------------------------------------------
 
 
+def timed_first_calls(variants: dict) -> dict:
+    """Seconds of each variant's first call (compilation included), then a second call to warm it."""
+    seconds = {}
+    for name, run in variants.items():
+        started = time.perf_counter()
+        run()
+        seconds[name] = time.perf_counter() - started
+        run()
+    return seconds
+
+
 def interleaved_times(variants: dict, repeats: int) -> dict:
     """Per-variant epoch times, alternating epoch by epoch so load drifts hit all alike."""
     times = {name: [] for name in variants}
